@@ -1,0 +1,420 @@
+"""Behavioral Twin: a frozen LLM personalized by soft prompts distilled from history.
+
+    history texts --BehavioralEncoder (frozen, cached)--> [B, P, H] + mask [B, P]
+    query text    --InputEncoder (top layers tuned)-----> [B, T, H] + mask [B, T]
+    QFormer: Q learnable queries attend to both ---------> [B, Q, H]
+    PromptProjection H -> D at the LLM's embedding scale -> [B, Q, D]
+    FrozenLLM: [instruction; prompts; input] -> loss or generated text
+
+Shapes: B batch, P history items, T input tokens, H encoder width, D LLM width,
+Q queries. Which parameters train is decided in one place, `requires_grad`, set by
+`freeze` when the model is built; the optimizer and the checkpoint both read it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from embedding_cache import EmbeddingCache
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def freeze(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """(trainable, frozen) parameter counts."""
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+    return trainable, frozen
+
+
+def pool(states: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """states [N, T, H], mask [N, T] -> [N, H]."""
+    if pooling == "cls":
+        return states[:, 0]
+    if pooling == "mean":
+        weights = mask.unsqueeze(-1).to(states.dtype)
+        return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+
+
+def transformer_layers(backbone: nn.Module) -> nn.ModuleList:
+    """The stack of transformer blocks of an encoder (BERT: encoder.layer; others: layers)."""
+    for name, module in backbone.named_modules():
+        if isinstance(module, nn.ModuleList) and name.split(".")[-1] in ("layer", "layers", "block"):
+            return module
+    raise ValueError(f"cannot find the transformer layers of {type(backbone).__name__}")
+
+
+def pad_stack(rows: list[torch.Tensor], pad_left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad variable-length [L_i, D] tensors to [N, L, D] with a bool mask [N, L]."""
+    length = max(r.shape[0] for r in rows)
+    out = rows[0].new_zeros(len(rows), length, *rows[0].shape[1:])
+    mask = torch.zeros(len(rows), length, dtype=torch.bool, device=rows[0].device)
+    for i, r in enumerate(rows):
+        span = slice(length - r.shape[0], length) if pad_left else slice(0, r.shape[0])
+        out[i, span] = r
+        mask[i, span] = True
+    return out, mask
+
+
+# ----------------------------------------------------------------------------- encoders
+
+class BehavioralEncoder(nn.Module):
+    """Frozen text encoder: one vector per history item, each distinct text encoded once.
+
+    Items are padded to the longest item of the encoding micro-batch (never to a fixed
+    512), and every embedding lands in `cache`, which may persist on disk.
+    """
+
+    def __init__(self, backbone: nn.Module, tokenizer, pooling: str, max_length: int,
+                 cache: EmbeddingCache | None = None, batch_size: int = 64):
+        super().__init__()
+        self.backbone = freeze(backbone)
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.max_length = max_length
+        self.cache = cache if cache is not None else EmbeddingCache(None)
+        self.batch_size = batch_size
+        self.hidden_size = backbone.config.hidden_size
+
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str], progress: bool = False) -> torch.Tensor:
+        """texts (N) -> [N, H] float32 on CPU; texts already cached are not re-encoded."""
+        missing = sorted({t for t, row in zip(texts, self.cache.get(texts)) if row is None}, key=len)
+        if missing:
+            device = next(self.backbone.parameters()).device
+            steps = range(0, len(missing), self.batch_size)
+            if progress:
+                from tqdm.auto import tqdm
+                steps = tqdm(steps, desc="encoding history", unit="batch")
+            # Sorting by length keeps each micro-batch's padding small.
+            for start in steps:
+                chunk = missing[start:start + self.batch_size]
+                tokens = self.tokenizer(chunk, padding=True, truncation=True,
+                                        max_length=self.max_length, return_tensors="pt").to(device)
+                states = self.backbone(**tokens).last_hidden_state  # [n, t, H]
+                self.cache.add(chunk, pool(states, tokens["attention_mask"], self.pooling))
+        return torch.stack(self.cache.get(texts)) if texts else torch.zeros(0, self.hidden_size)
+
+    def forward(self, history: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """history: B lists of item texts -> embeddings [B, P, H], mask [B, P] (True = item)."""
+        flat = [t for items in history for t in items]
+        rows = self.encode_texts(flat)
+        per_example, start = [], 0
+        for items in history:
+            per_example.append(rows[start:start + len(items)] if items else rows.new_zeros(1, self.hidden_size))
+            start += len(items)
+        embeddings, mask = pad_stack(per_example)
+        for i, items in enumerate(history):  # an empty history has one zero slot, masked out
+            if not items:
+                mask[i] = False
+        device = next(self.backbone.parameters()).device
+        return embeddings.to(device), mask.to(device)
+
+
+class InputEncoder(nn.Module):
+    """Encodes the current query; only its top `tune_layers` blocks (and a final norm) train.
+
+    Returns token-level states so the Q-Former's cross-attention has real keys to choose
+    from; `output="pooled"` gives the seed's single vector (a softmax over one key is
+    always 1, which reduces that cross-attention to a linear add; kept for the ablation).
+    """
+
+    def __init__(self, backbone: nn.Module, tokenizer, tune_layers: int, max_length: int,
+                 pooling: str = "mean", output: str = "tokens"):
+        super().__init__()
+        if output not in ("tokens", "pooled"):
+            raise ValueError(f"input encoder output must be 'tokens' or 'pooled', got {output!r}")
+        self.backbone = freeze(backbone)
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.pooling = pooling
+        self.output = output
+        layers = transformer_layers(backbone)
+        for layer in list(layers)[len(layers) - tune_layers:] if tune_layers > 0 else []:
+            for p in layer.parameters():
+                p.requires_grad_(True)
+        for name, module in backbone.named_modules():  # pre-norm models end with a final norm
+            if tune_layers > 0 and name.split(".")[-1] in ("final_layer_norm", "norm", "ln_f"):
+                for p in module.parameters():
+                    p.requires_grad_(True)
+
+    def forward(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """texts (B) -> states [B, T, H] and mask [B, T]; pooled: [B, 1, H] and [B, 1]."""
+        device = next(self.backbone.parameters()).device
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                return_tensors="pt").to(device)
+        states = self.backbone(**tokens).last_hidden_state
+        mask = tokens["attention_mask"].bool()
+        if self.output == "pooled":
+            return pool(states, mask, self.pooling).unsqueeze(1), mask.new_ones(len(texts), 1)
+        return states, mask
+
+
+# ----------------------------------------------------------------------------- Q-Former
+
+class QFormerLayer(nn.Module):
+    """Queries read the history, then the input, then each other.
+
+    history cross-attn -> add & norm -> input cross-attn -> add & norm -> self-attn ->
+    add & norm -> feed-forward -> add & norm. Post-norm by default (as BERT and BLIP-2's
+    Q-Former); `norm_first=True` gives the pre-norm variant, which is steadier when deep.
+    """
+
+    def __init__(self, hidden: int, heads: int, dropout: float, norm_first: bool = False):
+        super().__init__()
+        self.norm_first = norm_first
+        self.history_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.input_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.self_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(4 * hidden, hidden))
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(4))
+        self.dropout = nn.Dropout(dropout)
+
+    def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, sublayer) -> torch.Tensor:
+        if self.norm_first:
+            return x + self.dropout(sublayer(norm(x)))
+        return norm(x + self.dropout(sublayer(x)))
+
+    @staticmethod
+    def _cross(attn: nn.MultiheadAttention, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor):
+        """q [B, Q, H] attends to kv [B, K, H] where kv_mask [B, K] is True; rows with no key give 0."""
+        empty = ~kv_mask.any(dim=1)  # [B]
+        # A fully masked row would softmax over nothing (NaN, also in the backward pass):
+        # let it see slot 0 and zero its output instead.
+        kv_mask = kv_mask.clone()
+        kv_mask[empty, 0] = True
+        out = attn(q, kv, kv, key_padding_mask=~kv_mask, need_weights=False)[0]
+        return out * (~empty).to(out.dtype)[:, None, None]
+
+    def forward(self, queries, history, history_mask, inputs, input_mask):
+        x = self._residual(queries, self.norms[0], lambda h: self._cross(self.history_attn, h, history, history_mask))
+        x = self._residual(x, self.norms[1], lambda h: self._cross(self.input_attn, h, inputs, input_mask))
+        x = self._residual(x, self.norms[2], lambda h: self.self_attn(h, h, h, need_weights=False)[0])
+        return self._residual(x, self.norms[3], self.ffn)
+
+
+class QFormer(nn.Module):
+    """Q learnable queries compress any number of history items into [B, Q, H]."""
+
+    def __init__(self, hidden: int, num_queries: int = 8, num_layers: int = 2, heads: int = 8,
+                 dropout: float = 0.1, norm_first: bool = False):
+        super().__init__()
+        self.query_tokens = nn.Parameter(torch.randn(1, num_queries, hidden) * 0.02)  # BLIP-2 init
+        # History embeddings and encoder states come at their encoder's own scale; a norm
+        # on the way in makes the attention logits independent of it.
+        self.history_norm = nn.LayerNorm(hidden)
+        self.input_norm = nn.LayerNorm(hidden)
+        self.layers = nn.ModuleList(QFormerLayer(hidden, heads, dropout, norm_first) for _ in range(num_layers))
+        self.final_norm = nn.LayerNorm(hidden) if norm_first else nn.Identity()
+
+    @property
+    def num_queries(self) -> int:
+        return self.query_tokens.shape[1]
+
+    def forward(self, history, history_mask, inputs, input_mask) -> torch.Tensor:
+        """history [B, P, H] + mask [B, P], inputs [B, T, H] + mask [B, T] -> [B, Q, H]."""
+        x = self.query_tokens.expand(history.shape[0], -1, -1)
+        history, inputs = self.history_norm(history), self.input_norm(inputs)
+        for layer in self.layers:
+            x = layer(x, history, history_mask, inputs, input_mask)
+        return self.final_norm(x)
+
+
+class PromptProjection(nn.Module):
+    """H -> D (Linear, GELU, LayerNorm), scaled to the RMS of the LLM's token embeddings.
+
+    A soft prompt far louder or quieter than real tokens is either ignored or drowns the
+    input (PPlug multiplies its persona vector by a large constant for T5 for this reason).
+    LayerNorm makes the output RMS ~1; `target_rms` then puts it at the LLM's own scale.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, target_rms: float):
+        super().__init__()
+        self.fc = nn.Linear(in_dim, out_dim)
+        self.norm = nn.LayerNorm(out_dim)
+        self.register_buffer("target_rms", torch.tensor(float(target_rms)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(F.gelu(self.fc(x))) * self.target_rms
+
+
+# ----------------------------------------------------------------------------- frozen LLM
+
+class FrozenLLM(nn.Module):
+    """A frozen LLM of either family that takes soft prompts before its input.
+
+    decoder-only:    [prefix; prompts; input; suffix; target; eos], right-padded for
+                     training (loss on the target only), left-padded for generation.
+                     prefix/suffix come from the chat template when there is one.
+    encoder-decoder: encoder gets [prompts; input; eos], decoder predicts the target.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, kind: str, instruction: str,
+                 max_input_tokens: int = 256, max_target_tokens: int = 64):
+        super().__init__()
+        if kind not in ("decoder", "encoder-decoder"):
+            raise ValueError(f"LLM kind must be 'decoder' or 'encoder-decoder', got {kind!r}")
+        self.model = freeze(model)
+        self.tokenizer = tokenizer
+        self.kind = kind
+        self.max_input_tokens = max_input_tokens
+        self.max_target_tokens = max_target_tokens
+        self.hidden_size = model.get_input_embeddings().weight.shape[1]
+        embeddings = model.get_input_embeddings().weight.detach().float()
+        self.embedding_rms = embeddings.pow(2).mean().sqrt().item()
+        self.prefix_ids, self.suffix_ids = self._frame(instruction)
+
+    def _frame(self, instruction: str) -> tuple[list[int], list[int]]:
+        """Token ids that go before the soft prompts and after the input."""
+        tok = self.tokenizer
+        if self.kind == "encoder-decoder":
+            return [], [tok.eos_token_id]
+        if getattr(tok, "chat_template", None):
+            marker = "\u0000"  # split the rendered chat around a placeholder user message
+            text = tok.apply_chat_template(
+                [{"role": "system", "content": instruction}, {"role": "user", "content": marker}],
+                tokenize=False, add_generation_prompt=True)
+            before, after = text.split(marker)
+            return tok(before, add_special_tokens=False)["input_ids"], tok(after, add_special_tokens=False)["input_ids"]
+        before = tok(instruction + "\n", add_special_tokens=True)["input_ids"]  # BOS if the model uses one
+        return before, tok("\nAnswer:", add_special_tokens=False)["input_ids"]
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    def _ids(self, texts: list[str], max_length: int) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False, truncation=True,
+                              max_length=max_length)["input_ids"]
+
+    def _embed(self, ids: list[int]) -> torch.Tensor:
+        return self.model.get_input_embeddings()(torch.tensor(ids, dtype=torch.long, device=self.device))
+
+    def _prompt_rows(self, prompts: torch.Tensor | None, inputs: list[str]) -> list[torch.Tensor]:
+        """Per example [prefix; prompts; input; suffix] embeddings, [L_i, D]."""
+        dtype = self.model.get_input_embeddings().weight.dtype
+        prefix, suffix = self._embed(self.prefix_ids), self._embed(self.suffix_ids)
+        rows = []
+        for i, ids in enumerate(self._ids(inputs, self.max_input_tokens)):
+            parts = [prefix]
+            if prompts is not None:
+                parts.append(prompts[i].to(dtype))
+            parts += [self._embed(ids), suffix]
+            rows.append(torch.cat(parts))
+        return rows
+
+    def loss(self, prompts: torch.Tensor | None, inputs: list[str], targets: list[str]) -> torch.Tensor:
+        """prompts [B, Q, D] (or None) -> mean cross-entropy over target tokens."""
+        eos = self.tokenizer.eos_token_id
+        target_ids = [ids + [eos] for ids in self._ids(targets, self.max_target_tokens)]
+        if self.kind == "encoder-decoder":
+            embeds, mask = pad_stack(self._prompt_rows(prompts, inputs))
+            labels = torch.full((len(targets), max(map(len, target_ids))), -100, dtype=torch.long)
+            for i, ids in enumerate(target_ids):
+                labels[i, :len(ids)] = torch.tensor(ids)
+            return self.model(inputs_embeds=embeds, attention_mask=mask.long(), labels=labels.to(self.device)).loss
+        rows = [torch.cat([row, self._embed(ids)]) for row, ids in zip(self._prompt_rows(prompts, inputs), target_ids)]
+        embeds, mask = pad_stack(rows)  # right padding: positions 0..L_i-1, as in generation
+        hidden = self.model.get_decoder()(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
+        # The state at position p predicts token p+1: keep only states that predict a target
+        # token, so the vocabulary projection runs on a handful of positions, not all.
+        predicts_target = torch.zeros_like(mask)
+        for i, (row, ids) in enumerate(zip(rows, target_ids)):
+            predicts_target[i, row.shape[0] - len(ids) - 1: row.shape[0] - 1] = True
+        logits = self.model.get_output_embeddings()(hidden[predicts_target])  # [N_target, V]
+        labels = torch.tensor([t for ids in target_ids for t in ids], device=self.device)
+        return F.cross_entropy(logits.float(), labels)
+
+    @torch.no_grad()
+    def generate(self, prompts: torch.Tensor | None, inputs: list[str], max_new_tokens: int,
+                 num_beams: int = 1) -> list[str]:
+        rows = self._prompt_rows(prompts, inputs)
+        embeds, mask = pad_stack(rows, pad_left=self.kind == "decoder")
+        out = self.model.generate(inputs_embeds=embeds, attention_mask=mask.long(),
+                                  max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                                  pad_token_id=self.tokenizer.pad_token_id)
+        # With only inputs_embeds, decoder-only generate returns the new tokens alone.
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+# ----------------------------------------------------------------------------- the model
+
+class BehavioralTwin(nn.Module):
+    """history + query -> soft prompts -> frozen LLM.
+
+    `aggregator="mean"` replaces the Q-Former by the mean of the history embeddings (the
+    ablation of SPEC section 3); its single vector is projected to one soft prompt.
+    """
+
+    def __init__(self, behavioral_encoder: BehavioralEncoder, input_encoder: InputEncoder,
+                 qformer: QFormer, llm: FrozenLLM, aggregator: str = "qformer"):
+        super().__init__()
+        if aggregator not in ("qformer", "mean"):
+            raise ValueError(f"aggregator must be 'qformer' or 'mean', got {aggregator!r}")
+        self.behavioral_encoder = behavioral_encoder
+        self.input_encoder = input_encoder
+        self.qformer = qformer
+        self.llm = llm
+        self.aggregator = aggregator
+        if aggregator == "mean":  # the mean path never calls them: nothing of theirs may train
+            freeze(self.input_encoder)
+            freeze(self.qformer)
+        self.projection = PromptProjection(behavioral_encoder.hidden_size, llm.hidden_size, llm.embedding_rms)
+
+    def train(self, mode: bool = True):
+        """Frozen parts stay in eval mode (no dropout) whatever mode the rest is in."""
+        super().train(mode)
+        for module in self.modules():
+            params = list(module.parameters())
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+        return self
+
+    def soft_prompts(self, batch) -> torch.Tensor:
+        """batch.history / batch.inputs -> [B, Q, D] (mean aggregator: [B, 1, D])."""
+        history, history_mask = self.behavioral_encoder(batch.history)  # [B, P, H], [B, P]
+        if self.aggregator == "mean":
+            weights = history_mask.unsqueeze(-1).to(history.dtype)
+            summary = (history * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp(min=1)
+        else:
+            inputs, input_mask = self.input_encoder(batch.inputs)  # [B, T, H], [B, T]
+            summary = self.qformer(history, history_mask, inputs, input_mask)  # [B, Q, H]
+        return self.projection(summary)  # [B, Q, D]
+
+    def forward(self, batch) -> torch.Tensor:
+        return self.llm.loss(self.soft_prompts(batch), batch.inputs, batch.targets)
+
+    @torch.no_grad()
+    def generate(self, batch, max_new_tokens: int, num_beams: int = 1) -> list[str]:
+        return self.llm.generate(self.soft_prompts(batch), batch.inputs, max_new_tokens, num_beams)
+
+    # One predicate decides what trains: requires_grad. Optimizer and checkpoint use these.
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().cpu().contiguous() for name, p in self.trainable_parameters().items()}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        params = self.trainable_parameters()
+        missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+        wrong_shape = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(params[k].shape)}"
+                       for k in sorted(set(params) & set(state)) if state[k].shape != params[k].shape]
+        if missing or unexpected or wrong_shape:
+            raise ValueError(
+                "checkpoint does not match this model's configuration "
+                f"(missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatches {wrong_shape[:5]}); "
+                "load it with the config it was saved with (its config.json)")
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(state[name].to(p.device, p.dtype))

