@@ -1,0 +1,263 @@
+"""Reader and writer of the LaMP benchmark's official JSON files.
+
+Layout: ``DATA_DIR/LaMP_<i>/{split}_questions.json`` holds a list of
+``{"id", "input", "profile": [{...}, ...]}`` records and ``{split}_outputs.json`` holds
+``{"task": "LaMP_<i>", "golds": [{"id", "output"}, ...]}``. The test split ships without
+outputs. Task names use a dash ("LaMP-1"); folders and the "task" field use an
+underscore ("LaMP_1").
+
+Every format problem raises LaMPFormatError naming the file, the record (id, or index
+when there is no usable id), the field and what to do, because these files are large
+and a bare KeyError deep in training is useless.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from dataset.atomic import atomic_write_text
+
+# How many example ids an error message shows; enough to find them, short enough to read.
+_SHOWN_IDS = 3
+# How many folder entries a "file missing" message lists.
+_SHOWN_FILES = 20
+
+
+class LaMPFormatError(ValueError):
+    """A LaMP file is missing or does not follow the official format."""
+
+
+@dataclass
+class LaMPExample:
+    """One LaMP question with its user's profile and, when known, the gold output."""
+
+    id: str
+    input: str  # the question text exactly as in the file
+    profile: list[dict]  # raw profile items
+    output: str | None = None  # None when the outputs file is absent (test split)
+
+
+def official_task_name(task: str) -> str:
+    """"LaMP-1" or "LaMP_1" -> "LaMP_1", the spelling of folders and the "task" field."""
+    match = re.fullmatch(r"LaMP[-_](\w+)", task)
+    if match is None:
+        raise ValueError(f"task name must look like 'LaMP-1', got {task!r}")
+    return f"LaMP_{match.group(1)}"
+
+
+def split_paths(data_dir: str | os.PathLike, task: str, split: str) -> tuple[Path, Path]:
+    """-> (questions path, outputs path) of `split` of `task` under `data_dir`."""
+    folder = Path(data_dir) / official_task_name(task)
+    return folder / f"{split}_questions.json", folder / f"{split}_outputs.json"
+
+
+def load_split(data_dir: str | os.PathLike, task: str, split: str,
+               required_profile_fields: Iterable[str] = ()) -> list[LaMPExample]:
+    """Read one split of one task from the official layout.
+
+    Golds are required for every split except "test", whose outputs LaMP keeps hidden:
+    there a missing outputs file gives examples with ``output=None``.
+    """
+    questions, outputs = split_paths(data_dir, task, split)
+    if split == "test" and not outputs.is_file():
+        return read_lamp_split(questions, None, required_profile_fields)
+    return read_lamp_split(questions, outputs, required_profile_fields)
+
+
+def read_lamp_split(questions_path: str | os.PathLike, outputs_path: str | os.PathLike | None = None,
+                    required_profile_fields: Iterable[str] = ()) -> list[LaMPExample]:
+    """Read and validate a questions file and, if given, its outputs file.
+
+    Examples keep the questions file's order. Integer ids are accepted and turned into
+    strings. Every profile item must carry each field in `required_profile_fields`.
+    """
+    questions_path = Path(questions_path)
+    required = tuple(required_profile_fields)
+    records = _load_json(questions_path)
+    if not isinstance(records, list):
+        raise LaMPFormatError(
+            f"{questions_path}: top level is {_kind(records)}, expected a list of "
+            f'{{"id", "input", "profile"}} records. Is this an outputs file passed as questions?')
+    examples: list[LaMPExample] = []
+    first_index: dict[str, int] = {}
+    for index, record in enumerate(records):
+        example = _parse_question(questions_path, index, record, required)
+        if example.id in first_index:
+            raise LaMPFormatError(
+                f'{questions_path}: record #{index} (id {example.id!r}): field "id" repeats record '
+                f"#{first_index[example.id]}. Ids must be unique; remove or renumber the duplicate.")
+        first_index[example.id] = index
+        examples.append(example)
+    if outputs_path is not None:
+        _attach_golds(examples, questions_path, Path(outputs_path))
+    return examples
+
+
+def write_predictions(path: str | os.PathLike, task: str, predictions: dict[str, str]) -> None:
+    """Write predictions as an official outputs file, atomically.
+
+    The result is ``{"task": "LaMP_<i>", "golds": [{"id", "output"}, ...]}`` in the
+    dict's order, the format LaMP's evaluation scripts and leaderboard expect.
+    """
+    golds = []
+    for example_id, output in predictions.items():
+        if not isinstance(output, str):
+            raise TypeError(f"prediction for id {example_id!r} must be a string, got {_kind(output)}")
+        golds.append({"id": str(example_id), "output": output})
+    document = {"task": official_task_name(task), "golds": golds}
+    atomic_write_text(path, json.dumps(document, ensure_ascii=False, indent=1) + "\n")
+
+
+def _load_json(path: Path) -> Any:
+    """Parse a UTF-8 JSON file, turning every failure into a LaMPFormatError."""
+    if not path.is_file():
+        raise LaMPFormatError(_missing_file_message(path))
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise LaMPFormatError(
+            f"{path}: not valid UTF-8 at byte offset {error.start} (byte 0x{raw[error.start]:02x}). "
+            f"LaMP files are UTF-8 JSON; re-download the file or re-encode it as UTF-8.") from error
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise LaMPFormatError(
+            f"{path}: malformed JSON at line {error.lineno}, column {error.colno}: {error.msg}. "
+            f"The file is probably truncated or hand-edited; re-download or regenerate it.") from error
+
+
+def _missing_file_message(path: Path) -> str:
+    folder = path.parent
+    expected = "the layout DATA_DIR/LaMP_<i>/{split}_questions.json and {split}_outputs.json"
+    if not folder.is_dir():
+        return f"{path}: file not found; folder {folder} does not exist. Point the data folder at {expected}."
+    entries = sorted(entry.name for entry in folder.iterdir())
+    shown = ", ".join(entries[:_SHOWN_FILES]) or "nothing"
+    if len(entries) > _SHOWN_FILES:
+        shown += f", ... ({len(entries)} entries)"
+    return f"{path}: file not found. The folder holds: {shown}. Expected {expected}."
+
+
+def _parse_question(path: Path, index: int, record: Any, required: tuple[str, ...]) -> LaMPExample:
+    """Validate one questions record and build its LaMPExample."""
+    if not isinstance(record, dict):
+        raise LaMPFormatError(
+            f'{path}: record #{index} is {_kind(record)}, expected an object with "id", "input" and '
+            f'"profile". Fix or remove that record.')
+    example_id = _parse_id(path, f"record #{index}", record)
+    where = f"record #{index} (id {example_id!r})"
+    text = record.get("input")
+    if not isinstance(text, str):
+        raise LaMPFormatError(
+            f'{path}: {where}: field "input" is {_describe(record, "input")}, expected a string '
+            f"(the question text). Fix that record.")
+    profile = record.get("profile")
+    if not isinstance(profile, list):
+        raise LaMPFormatError(
+            f'{path}: {where}: field "profile" is {_describe(record, "profile")}, expected a list of '
+            f"profile items (objects). Fix that record.")
+    if not profile:
+        raise LaMPFormatError(
+            f'{path}: {where}: field "profile" is empty; every LaMP user has at least one profile '
+            f"item. Drop the record or restore its profile.")
+    for item_index, item in enumerate(profile):
+        if not isinstance(item, dict):
+            raise LaMPFormatError(
+                f'{path}: {where}: field "profile" item #{item_index} is {_kind(item)}, expected an '
+                f"object. Fix that item.")
+        for name in required:
+            if item.get(name) is None:
+                raise LaMPFormatError(
+                    f'{path}: {where}: field "profile" item #{item_index} lacks required field {name!r} '
+                    f"(this task reads {', '.join(map(repr, required))}). Check that the file belongs to "
+                    f"this task, or fix that item.")
+    return LaMPExample(id=example_id, input=text, profile=profile)
+
+
+def _parse_id(path: Path, where: str, record: dict) -> str:
+    """The record's id as a string; ints are accepted because some LaMP exports use them."""
+    value = record.get("id")
+    # bool is an int subclass, but True as an id is surely a mistake.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value:
+        return value
+    raise LaMPFormatError(
+        f'{path}: {where}: field "id" is {_describe(record, "id")}, expected a non-empty string '
+        f"(or integer). Give the record its id.")
+
+
+def _attach_golds(examples: list[LaMPExample], questions_path: Path, outputs_path: Path) -> None:
+    """Read the outputs file and set each example's gold output, checking both id sets match."""
+    golds = _read_golds(outputs_path)
+    question_ids = {example.id for example in examples}
+    missing = [example.id for example in examples if example.id not in golds]
+    extra = [gold_id for gold_id in golds if gold_id not in question_ids]
+    if missing or extra:
+        raise LaMPFormatError(
+            f'{outputs_path}: field "golds" does not match {questions_path.name}: '
+            f"{len(missing)} question id(s) have no gold (e.g. {_examples(missing)}) and "
+            f"{len(extra)} gold id(s) have no question (e.g. {_examples(extra)}). "
+            f"Check that both files come from the same task and split.")
+    for example in examples:
+        example.output = golds[example.id]
+
+
+def _read_golds(path: Path) -> dict[str, str]:
+    """id -> gold output of an outputs file, validated."""
+    document = _load_json(path)
+    if not isinstance(document, dict) or "golds" not in document:
+        found = 'an object without "golds"' if isinstance(document, dict) else _kind(document)
+        raise LaMPFormatError(
+            f'{path}: top level is {found}, expected {{"task": ..., "golds": [{{"id", "output"}}, ...]}}. '
+            f"Is this a questions file passed as outputs?")
+    records = document["golds"]
+    if not isinstance(records, list):
+        raise LaMPFormatError(
+            f'{path}: field "golds" is {_kind(records)}, expected a list of {{"id", "output"}} objects. '
+            f"Fix the file or re-download it.")
+    golds: dict[str, str] = {}
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise LaMPFormatError(
+                f'{path}: gold #{index} is {_kind(record)}, expected an object with "id" and "output". '
+                f"Fix or remove that entry.")
+        gold_id = _parse_id(path, f"gold #{index}", record)
+        output = record.get("output")
+        if not isinstance(output, str):
+            raise LaMPFormatError(
+                f'{path}: gold #{index} (id {gold_id!r}): field "output" is {_describe(record, "output")}, '
+                f"expected a string. Fix that entry.")
+        if gold_id in golds:
+            raise LaMPFormatError(
+                f'{path}: gold #{index} (id {gold_id!r}): field "id" repeats an earlier gold. '
+                f"Each question needs exactly one gold; remove the duplicate.")
+        golds[gold_id] = output
+    return golds
+
+
+def _describe(record: dict, field: str) -> str:
+    """'missing' or the JSON kind of a present-but-wrong value, for error messages."""
+    return "missing" if field not in record else _kind(record[field])
+
+
+def _kind(value: Any) -> str:
+    """JSON-flavoured name of a value's type, for error messages."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             int: "an integer", float: "a number", type(None): "null"}
+    kind = names.get(type(value), type(value).__name__)
+    if isinstance(value, str) and not value:
+        return "an empty string"
+    if isinstance(value, list) and not value:
+        return "an empty list"
+    return kind
+
+
+def _examples(ids: list[str]) -> str:
+    return ", ".join(map(repr, ids[:_SHOWN_IDS])) if ids else "none"

@@ -1,0 +1,59 @@
+"""Train and evaluate Behavioral Twin.
+
+    python train.py                                     # the embedded offline default
+    python train.py --config config/flan_t5_xxl_lamp1.yaml --lr=3e-4
+    accelerate launch --config_file config/ds_config.yaml train.py --config config/qwen_bge_lamp1.yaml
+    python train.py --mode=eval_only --resume_from=saved/<run>
+    python train.py --help                              # every setting with its meaning
+
+Every run writes saved/<run>/: config.json, metrics.json, controls.json, metrics_history.json,
+predictions/<task>_<split>.json (LaMP's official format), results.md and checkpoints/.
+"""
+
+import sys
+
+# -----------------------------------------------------------------------------
+# Defaults. Edit them here, or override: --config FILE.yaml, then --key=value.
+# Every other setting (and its meaning) is in config.py's TrainConfig.
+mode = "sequential"      # sequential | joint | eval_only
+resume_from = ""         # saved/<run> or saved/<run>/checkpoints/step-N
+tasks = ["LaMP-1"]
+data_dir = "embedded"    # a folder in LaMP's layout, or the generated offline task
+encoder = "minilm"       # BAAI/bge-base-en-v1.5 on a cluster
+llm = "smollm2-135m"     # google/flan-t5-xxl or Qwen/... on a cluster
+model = "twin"           # twin | mean
+lr = 1e-4
+warmup_ratio = 0.05
+num_queries = 8
+batch_size = 8           # 4 for Flan-T5-XXL
+epochs = 1
+# -----------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    import config as config_lib
+
+    if "--help" in argv or "-h" in argv:
+        print(__doc__)
+        for name, doc in config_lib.field_docs().items():
+            print(f"  --{name}={getattr(config_lib.TrainConfig(), name)!r}\n      {doc}")
+        return 0
+    defaults = {k: v for k, v in globals().items() if k in config_lib.FIELDS}
+    try:
+        config_file, overrides = config_lib.parse_overrides(argv)
+        cfg = config_lib.resolve_config(defaults, config_file, overrides)
+    except config_lib.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    from trainers.run import run, USER_ERRORS
+    try:
+        run(cfg)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,118 @@
+"""One run end to end: folder, model, data, cached history, train or evaluate, results."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, set_seed
+
+import config as config_lib
+from dataset.lamp import LaMPFormatError, write_predictions
+from model import count_parameters
+from model_registry import ModelNotFoundError
+from trainers import checkpoint as ckpt
+from trainers.builder import build_model, load_datasets
+from trainers.trainer import TaskSequentialTrainer, TrainingDivergedError
+
+# Errors that are the user's to fix: train.py prints their message, not a traceback.
+USER_ERRORS = (config_lib.ConfigError, ModelNotFoundError, LaMPFormatError, TrainingDivergedError,
+               FileNotFoundError)
+
+CONTROL_NAMES = {"no_personalization": "frozen LLM, bare input (no history)",
+                 "other_history": "trained model, another user's history"}
+
+
+def run_folder(cfg, accelerator) -> Path:
+    """Resuming continues the resumed run's folder; otherwise out_dir/run_name (or a timestamp)."""
+    if cfg.resume_from and cfg.mode != "eval_only":
+        checkpoint = ckpt.find_checkpoint(cfg.resume_from)
+        return checkpoint.parents[1]
+    name = cfg.run_name or f"{cfg.model}{'-eval' if cfg.mode == 'eval_only' else ''}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = broadcast_object_list([name])[0]  # every rank must agree on the timestamp
+    return Path(cfg.out_dir) / name
+
+
+def write_json(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def results_table(metrics: dict, controls: dict, model_name: str) -> str:
+    """Markdown: one row per (task, method)."""
+    lines = ["| task | method | " + " | ".join(sorted({m for t in metrics.values() for m in t})) + " |"]
+    names = sorted({m for t in metrics.values() for m in t})
+    lines.append("|" + "---|" * (len(names) + 2))
+    for task, values in metrics.items():
+        lines.append(f"| {task} | Behavioral Twin ({model_name}) | " + " | ".join(f"{values[m]:.4f}" for m in names) + " |")
+        for variant, control in controls.get(task, {}).items():
+            lines.append(f"| {task} | {CONTROL_NAMES[variant]} | "
+                         + " | ".join(f"{control.get(m, float('nan')):.4f}" for m in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run(cfg) -> dict:
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    set_seed(cfg.seed)
+    main = accelerator.is_main_process
+    run_dir = run_folder(cfg, accelerator)
+    if main:
+        (run_dir / "predictions").mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", json.loads(config_lib.to_json(cfg)))
+
+    model = build_model(cfg)
+    trainable, frozen = count_parameters(model)
+    if main:
+        print(f"run folder: {run_dir}\nparameters: {trainable:,} trainable, {frozen:,} frozen "
+              f"({100 * trainable / (trainable + frozen):.2f}% trained)")
+
+    eval_sets = load_datasets(cfg, cfg.eval_split, cfg.max_eval_examples)
+    train_sets = {} if cfg.mode == "eval_only" else load_datasets(cfg, cfg.train_split, cfg.max_train_examples)
+    model.to(accelerator.device)
+
+    # Encode every distinct history text once, before training: the main process writes
+    # the cache, the others read it after it is done.
+    texts = sorted({t for sets in (train_sets, eval_sets) for dataset, _ in sets.values()
+                    for t in dataset.all_history_texts()})
+    encoder = model.behavioral_encoder
+    with accelerator.main_process_first():
+        if not main:
+            encoder.cache.reload()
+        encoder.encode_texts(texts, progress=main)
+        if main:
+            encoder.cache.flush()
+
+    trainer = TaskSequentialTrainer(cfg, model, accelerator, run_dir, train_sets, eval_sets)
+    if cfg.mode == "eval_only":
+        checkpoint = ckpt.find_checkpoint(cfg.resume_from)
+        ckpt.check_compatible(checkpoint, cfg)
+        ckpt.load_weights(checkpoint, model)
+        trainer.evaluate(list(eval_sets), phase=0, epoch=-1)
+        metrics = trainer.final_metrics()
+    else:
+        metrics = trainer.fit(Path(cfg.resume_from) if cfg.resume_from else None)
+
+    controls: dict = {}
+    if cfg.controls:
+        for task_name, (dataset, golds) in eval_sets.items():
+            if golds:
+                controls[task_name] = {variant: trainer.evaluator.evaluate(model, dataset, dataset.task, golds, variant)[0]
+                                       for variant in CONTROL_NAMES}
+
+    if main:
+        for task_name, predictions in trainer.predictions.items():
+            write_predictions(run_dir / "predictions" / f"{task_name}_{cfg.eval_split}.json",
+                              task_name, predictions)
+        write_json(run_dir / "metrics.json", metrics)
+        write_json(run_dir / "controls.json", controls)
+        write_json(run_dir / "metrics_history.json", trainer.history)
+        table = results_table(metrics, controls, cfg.model)
+        (run_dir / "results.md").write_text(table)
+        print(f"\n{cfg.eval_split} results:\n{table}\nrun folder: {run_dir}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return metrics
