@@ -1,0 +1,95 @@
+"""Turn LaMP examples into dataset items and batches of strings (the model tokenizes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, TypeVar
+
+from torch.utils.data import Dataset
+
+from dataset.lamp import LaMPExample
+from dataset.tasks import TaskSpec
+
+T = TypeVar("T")
+
+
+@dataclass
+class Batch:
+    """What the model consumes: strings only, one list entry per example."""
+
+    ids: list[str]
+    task: list[str]  # task name per example
+    history: list[list[str]]  # profile texts per example, at most max_history each
+    inputs: list[str]  # the question text
+    targets: list[str] | None  # gold outputs; None if any example lacks one
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class LaMPItem:
+    """One example ready for batching."""
+
+    id: str
+    task: str
+    history: list[str]
+    input: str
+    target: str | None
+
+
+def select_history(profile_texts: Sequence[T], max_history: int) -> list[T]:
+    """Keep the last `max_history` profile entries, in file order.
+
+    LaMP's time-based profiles are chronological, so the last entries are the user's
+    most recent activity, which best reflects current interests (PPlug likewise keeps
+    the last 512). `max_history <= 0` keeps everything.
+    """
+    if max_history <= 0:
+        return list(profile_texts)
+    return list(profile_texts[-max_history:])
+
+
+class LaMPDataset(Dataset):
+    """Examples of one task as LaMPItems.
+
+    Profile texts are rendered on access rather than up front: real LaMP profiles are
+    large and the raw items are already in memory.
+    """
+
+    def __init__(self, examples: list[LaMPExample], task: TaskSpec, max_history: int):
+        self.examples = examples
+        self.task = task
+        self.max_history = max_history
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> LaMPItem:
+        example = self.examples[index]
+        return LaMPItem(id=example.id, task=self.task.name, history=self._history(example),
+                        input=example.input, target=example.output)
+
+    def all_history_texts(self) -> list[str]:
+        """Distinct history texts after selection, in first-seen order, so embeddings can
+        be computed once for the whole dataset."""
+        seen: dict[str, None] = {}
+        for example in self.examples:
+            seen.update(dict.fromkeys(self._history(example)))
+        return list(seen)
+
+    def _history(self, example: LaMPExample) -> list[str]:
+        # Select before rendering so long profiles cost only what is kept.
+        return [self.task.profile_text(item) for item in select_history(example.profile, self.max_history)]
+
+
+def collate(items: Sequence[LaMPItem]) -> Batch:
+    """Stack items into a Batch (use as a DataLoader collate_fn)."""
+    targets = [item.target for item in items]
+    return Batch(
+        ids=[item.id for item in items],
+        task=[item.task for item in items],
+        history=[list(item.history) for item in items],
+        inputs=[item.input for item in items],
+        targets=None if any(target is None for target in targets) else targets,
+    )

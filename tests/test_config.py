@@ -1,0 +1,84 @@
+"""Config layering (defaults <- YAML <- --key=value) and validation that reports everything."""
+
+import dataclasses
+import json
+
+import pytest
+
+import config as config_lib
+import train
+
+
+def test_layers_override_in_order(tmp_path):
+    yaml_file = tmp_path / "exp.yaml"
+    yaml_file.write_text("lr: 3.0e-4\nnum_queries: 16\ntasks: [LaMP-1, LaMP-3]\n")
+    cfg = config_lib.resolve_config({"lr": 1e-4, "batch_size": 2}, str(yaml_file), {"num_queries": "4"})
+    assert (cfg.lr, cfg.batch_size, cfg.num_queries, cfg.tasks) == (3e-4, 2, 4, ["LaMP-1", "LaMP-3"])
+
+
+def test_command_line_parsing_and_types():
+    config_file, overrides = config_lib.parse_overrides(["--config", "x.yaml", "--tasks=LaMP-1,LaMP-2",
+                                                         "--controls=false", "--max-history=5"])
+    assert config_file == "x.yaml"
+    cfg = config_lib.resolve_config(None, None, overrides)
+    assert cfg.tasks == ["LaMP-1", "LaMP-2"] and cfg.controls is False and cfg.max_history == 5
+    with pytest.raises(config_lib.ConfigError, match="expected --key=value"):
+        config_lib.parse_overrides(["lr=3"])
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(config_lib.ConfigError) as info:
+        config_lib.resolve_config(None, None, {"lr": "fast", "num_queries": "0", "mode": "train", "bogus": "1",
+                                               "warmup_ratio": "2", "controls": "maybe"})
+    message = str(info.value)
+    for fragment in ("lr", "num_queries", "mode", "'bogus'", "warmup_ratio", "controls"):
+        assert fragment in message, fragment
+
+
+def test_eval_only_needs_a_checkpoint_and_paths_must_exist(tmp_path):
+    with pytest.raises(config_lib.ConfigError, match="resume_from"):
+        config_lib.resolve_config(None, None, {"mode": "eval_only"})
+    with pytest.raises(config_lib.ConfigError, match="data_dir"):
+        config_lib.resolve_config(None, None, {"data_dir": str(tmp_path / "nowhere")})
+
+
+def test_bad_yaml_files_name_the_file(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("lr: [1,\n")
+    with pytest.raises(config_lib.ConfigError, match="broken.yaml"):
+        config_lib.resolve_config(None, str(broken), None)
+    with pytest.raises(config_lib.ConfigError, match="does not exist"):
+        config_lib.resolve_config(None, str(tmp_path / "missing.yaml"), None)
+
+
+def test_every_field_is_documented_and_json_round_trips():
+    docs = config_lib.field_docs()
+    assert set(docs) == set(config_lib.FIELDS) and all(docs.values())
+    cfg = config_lib.TrainConfig(num_queries=3)
+    assert config_lib.from_json(config_lib.to_json(cfg), "x") == cfg
+    with pytest.raises(config_lib.ConfigError, match="unknown settings"):
+        config_lib.from_json(json.dumps({**dataclasses.asdict(cfg), "old_field": 1}), "x")
+
+
+def test_train_py_top_block_feeds_the_config_and_bad_flags_exit_2(capsys):
+    assert train.main(["--num_queries=0", "--mode=nope"]) == 2
+    err = capsys.readouterr().err
+    assert "num_queries" in err and "mode" in err
+    assert train.main(["--help"]) == 0
+    assert "--warmup_ratio=0.05" in capsys.readouterr().out
+
+
+def test_shipped_experiment_configs_are_valid(tmp_path):
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "config"
+    experiments = [p for p in root.glob("*.yaml") if "distributed_type" not in p.read_text()]
+    assert experiments
+    (tmp_path / "data" / "LaMP" / "time").mkdir(parents=True)
+    import os
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # the configs point at data/LaMP/time relative to the checkout
+    try:
+        for path in experiments:
+            config_lib.resolve_config(None, str(path), None)
+    finally:
+        os.chdir(cwd)

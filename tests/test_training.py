@@ -1,0 +1,157 @@
+"""The training loop on tiny models: checkpoints, exact resume, NaN handling, whole script runs."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
+
+import config as config_lib
+import train
+from dataset.collate import LaMPDataset
+from dataset.embedded import generate_embedded_lamp1
+from dataset.lamp import load_split
+from dataset.tasks import get_task
+from test_model import build_twin
+from tiny_models import tiny_bert, tiny_llama
+from trainers import checkpoint as ckpt
+from trainers.trainer import TaskSequentialTrainer, TrainingDivergedError
+
+
+@pytest.fixture(scope="module")
+def lamp_dir(tmp_path_factory):
+    return generate_embedded_lamp1(tmp_path_factory.mktemp("data"), seed=3, n_train=24, n_dev=8, n_test=4)
+
+
+def datasets(root, split, limit):
+    task = get_task("LaMP-1")
+    examples = load_split(root, "LaMP-1", split, task.profile_fields)[:limit]
+    return {"LaMP-1": (LaMPDataset(examples, task, max_history=6), {e.id: e.output for e in examples})}
+
+
+def make_trainer(run_dir, lamp_dir, **overrides):
+    cfg = config_lib.TrainConfig(**{"batch_size": 4, "epochs": 2, "save_every": 2, "lr": 3e-3, "log_every": 1,
+                                    "eval_batch_size": 8, "controls": False, **overrides})
+    torch.manual_seed(0)
+    return TaskSequentialTrainer(cfg, build_twin("llama"), Accelerator(cpu=True), run_dir,
+                                 datasets(lamp_dir, "train", 20), datasets(lamp_dir, "dev", 8))
+
+
+def trained_weights(trainer):
+    return {k: v.clone() for k, v in trainer.raw_model.trainable_state_dict().items()}
+
+
+class Stop(Exception):
+    pass
+
+
+def test_resume_mid_epoch_gives_identical_weights(tmp_path, lamp_dir, monkeypatch):
+    straight = make_trainer(tmp_path / "straight", lamp_dir)
+    straight.fit()
+    expected = trained_weights(straight)  # 20 examples / batch 4 = 5 steps per epoch, 10 in all
+
+    interrupted = make_trainer(tmp_path / "resumed", lamp_dir)
+    real_save = TaskSequentialTrainer.save
+
+    def save_then_crash(self, optimizer, scheduler, position):
+        real_save(self, optimizer, scheduler, position)
+        if position["global_step"] == 4:  # mid-epoch of epoch 1 of 2
+            raise Stop
+    monkeypatch.setattr(TaskSequentialTrainer, "save", save_then_crash)
+    with pytest.raises(Stop):
+        interrupted.fit()
+    monkeypatch.setattr(TaskSequentialTrainer, "save", real_save)
+    state = json.loads((ckpt.find_checkpoint(tmp_path / "resumed") / "state.json").read_text())
+    assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (0, 4, 4)
+
+    resumed = make_trainer(tmp_path / "resumed", lamp_dir)  # a fresh process would start from here
+    resumed.fit(resume_from=tmp_path / "resumed")
+    got = trained_weights(resumed)
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[k], expected[k]) for k in expected), "resumed run diverged from the straight run"
+    assert resumed.final_metrics() == straight.final_metrics()
+
+
+def test_checkpoint_is_safetensors_and_json_and_keeps_the_newest(tmp_path, lamp_dir):
+    trainer = make_trainer(tmp_path / "run", lamp_dir, epochs=1, keep_checkpoints=2)
+    trainer.fit()
+    folders = sorted((tmp_path / "run" / "checkpoints").glob("step-*"))
+    assert [f.name for f in folders] == ["step-00000004", "step-00000005"]
+    latest = ckpt.find_checkpoint(tmp_path / "run")
+    assert latest.name == "step-00000005"
+    assert {f.name for f in latest.iterdir()} == {"trainable.safetensors", "optimizer.safetensors", "optimizer.json",
+                                                 "rng.safetensors", "state.json", "config.json"}
+    weights = load_file(str(latest / "trainable.safetensors"))
+    assert set(weights) == set(trainer.raw_model.trainable_parameters())
+    assert not any(p.name.startswith(".") for p in (tmp_path / "run" / "checkpoints").iterdir())
+
+
+def test_incompatible_checkpoint_is_refused_by_name(tmp_path, lamp_dir):
+    make_trainer(tmp_path / "run", lamp_dir, epochs=1).fit()
+    with pytest.raises(ValueError, match="num_queries: checkpoint 8 vs now 16"):
+        ckpt.check_compatible(ckpt.find_checkpoint(tmp_path / "run"), config_lib.TrainConfig(num_queries=16))
+
+
+def test_nan_loss_stops_and_names_the_step_and_last_checkpoint(tmp_path, lamp_dir, monkeypatch):
+    trainer = make_trainer(tmp_path / "run", lamp_dir, epochs=1)
+    real_forward = type(trainer.raw_model).forward
+    calls = {"n": 0}
+
+    def forward(self, batch):
+        calls["n"] += 1
+        loss = real_forward(self, batch)
+        return loss * float("nan") if calls["n"] == 3 else loss
+    monkeypatch.setattr(type(trainer.raw_model), "forward", forward)
+    with pytest.raises(TrainingDivergedError, match=r"step 3 .*step-00000002"):
+        trainer.fit()
+    assert ckpt.find_checkpoint(tmp_path / "run").name == "step-00000002"
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    bert, bert_tok = tiny_bert()
+    bert.save_pretrained(root / "bert")
+    bert_tok.save_pretrained(root / "bert")
+    llm, llm_tok = tiny_llama()
+    llm.save_pretrained(root / "llama")
+    llm_tok.save_pretrained(root / "llama")
+    return root
+
+
+def run_script(tmp_path, tiny_model_dirs, lamp_dir, *extra):
+    args = [f"--encoder={tiny_model_dirs / 'bert'}", f"--llm={tiny_model_dirs / 'llama'}",
+            f"--data_dir={lamp_dir}", f"--out_dir={tmp_path}", f"--cache_dir={tmp_path / 'cache'}",
+            "--qformer_heads=4", "--batch_size=4", "--max_train_examples=12", "--max_eval_examples=6",
+            "--save_every=0", "--log_every=1", *extra]
+    return train.main(args)
+
+
+def test_whole_script_trains_writes_results_and_evaluates_a_checkpoint(tmp_path, tiny_model_dirs, lamp_dir):
+    assert run_script(tmp_path, tiny_model_dirs, lamp_dir, "--run_name=first", "--epochs=2") == 0
+    run = tmp_path / "first"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["LaMP-1"]) == {"accuracy", "f1"}
+    controls = json.loads((run / "controls.json").read_text())
+    assert set(controls["LaMP-1"]) == {"no_personalization", "other_history"}
+    predictions = json.loads((run / "predictions" / "LaMP-1_dev.json").read_text())
+    assert predictions["task"] == "LaMP_1" and len(predictions["golds"]) == 6
+    assert json.loads((run / "config.json").read_text())["epochs"] == 2
+    assert "Behavioral Twin" in (run / "results.md").read_text()
+    assert len(json.loads((run / "metrics_history.json").read_text())) == 2  # one evaluation per epoch
+
+    assert run_script(tmp_path, tiny_model_dirs, lamp_dir, "--run_name=again", "--mode=eval_only",
+                      f"--resume_from={run}", "--controls=false") == 0
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text()) == metrics
+
+
+def test_whole_script_reports_user_errors_without_traceback(tmp_path, tiny_model_dirs, lamp_dir, capsys):
+    assert run_script(tmp_path, tiny_model_dirs, lamp_dir, "--llm=no-such-model") == 1
+    assert "no-such-model" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    (broken / "LaMP_1").mkdir(parents=True)
+    (broken / "LaMP_1" / "train_questions.json").write_text("[{")
+    assert run_script(tmp_path, tiny_model_dirs, broken) == 1
+    assert "train_questions.json" in capsys.readouterr().err
