@@ -40,6 +40,7 @@ TASK_FOLDER = "LaMP_1"
 GENERATOR_VERSION = 1
 MARKER = "embedded.json"  # written next to the data; records how it was generated
 SPLITS = ("train", "dev", "test")
+N_TRAIN, N_DEV, N_TEST = 1600, 200, 200  # default split sizes (users)
 PAPERS_PER_FIELD = 300
 MIN_PROFILE, MAX_PROFILE = 4, 80
 MAIN_FIELD_SHARE = 0.85
@@ -57,8 +58,8 @@ class Paper:
     abstract: str
 
 
-def generate_embedded_lamp1(out_dir: str | os.PathLike, seed: int = 0, n_train: int = 1600,
-                            n_dev: int = 200, n_test: int = 200) -> Path:
+def generate_embedded_lamp1(out_dir: str | os.PathLike, seed: int = 0, n_train: int = N_TRAIN,
+                            n_dev: int = N_DEV, n_test: int = N_TEST) -> Path:
     """Write a synthetic LaMP-1 under `out_dir` and return `out_dir`.
 
     Writes ``LaMP_1/{train,dev,test}_questions.json`` and ``LaMP_1/{train,dev}_outputs.json``
@@ -131,7 +132,7 @@ def _is_current(folder: Path, seed: int) -> bool:
         marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return marker == _marker(seed, {"train": 1600, "dev": 200, "test": 200})
+    return marker == _marker(seed, {"train": N_TRAIN, "dev": N_DEV, "test": N_TEST})
 
 
 def _paper_pools(rng: random.Random) -> dict[str, list[Paper]]:
