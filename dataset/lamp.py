@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from dataset.atomic import atomic_write_text
 
@@ -63,10 +63,32 @@ def load_split(data_dir: str | os.PathLike, task: str, split: str,
     Golds are required for every split except "test", whose outputs LaMP keeps hidden:
     there a missing outputs file gives examples with ``output=None``.
     """
+    check_split_files(data_dir, [task], split)
     questions, outputs = split_paths(data_dir, task, split)
     if split == "test" and not outputs.is_file():
         return read_lamp_split(questions, None, required_profile_fields)
     return read_lamp_split(questions, outputs, required_profile_fields)
+
+
+def check_split_files(data_dir: str | os.PathLike, tasks: Iterable[str], split: str) -> None:
+    """Raise LaMPFormatError unless every task in `tasks` has the files of `split`.
+
+    The error names the missing files, lists what `data_dir` does hold and gives the
+    command that downloads the missing tasks. Callers reading several tasks check them
+    all first, so a missing task fails at once, not after the others (LaMP files are
+    large) have been loaded.
+    """
+    data_dir = Path(data_dir)
+    missing: list[tuple[str, Path]] = []
+    for task in tasks:
+        questions, outputs = split_paths(data_dir, task, split)
+        # Test golds are hidden by LaMP, so only test questions are required.
+        required = (questions,) if split == "test" else (questions, outputs)
+        missing += [(task, path) for path in required if not path.is_file()]
+    if missing:
+        tasks_missing = list(dict.fromkeys(task for task, _ in missing))
+        raise LaMPFormatError(_missing_file_message(
+            missing[0][1], data_dir, tasks_missing, [path.relative_to(data_dir) for _, path in missing[1:]]))
 
 
 def read_lamp_split(questions_path: str | os.PathLike, outputs_path: str | os.PathLike | None = None,
@@ -113,6 +135,15 @@ def write_predictions(path: str | os.PathLike, task: str, predictions: dict[str,
     atomic_write_text(path, json.dumps(document, ensure_ascii=False, indent=1) + "\n")
 
 
+def read_outputs(path: str | os.PathLike, task: str | None = None) -> dict[str, str]:
+    """id -> output of an official outputs file, golds or predictions alike, validated.
+
+    With `task`, a "task" field in the file must name that task (either spelling), so a
+    file of another task is not scored by mistake.
+    """
+    return _read_golds(Path(path), task)
+
+
 def _load_json(path: Path) -> Any:
     """Parse a UTF-8 JSON file, turning every failure into a LaMPFormatError."""
     if not path.is_file():
@@ -132,16 +163,58 @@ def _load_json(path: Path) -> Any:
             f"The file is probably truncated or hand-edited; re-download or regenerate it.") from error
 
 
-def _missing_file_message(path: Path) -> str:
+def _missing_file_message(path: Path, data_dir: Path | None = None, tasks: Sequence[str] = (),
+                          also_missing: Sequence[Path] = ()) -> str:
+    """Why `path` cannot be read and what to do about it.
+
+    For a file named directly it lists the file's folder. Given the LaMP data folder,
+    the tasks lacking files and any other missing files, it adds what the data folder
+    holds and how to download those tasks.
+    """
     folder = path.parent
     expected = "the layout DATA_DIR/LaMP_<i>/{split}_questions.json and {split}_outputs.json"
     if not folder.is_dir():
-        return f"{path}: file not found; folder {folder} does not exist. Point the data folder at {expected}."
+        message = f"{path}: file not found; folder {folder} does not exist."
+        advice = f"Point the data folder at {expected}."
+    else:
+        message = f"{path}: file not found. The folder holds: {_listing(folder)}."
+        advice = f"Expected {expected}."
+    if data_dir is None:
+        return f"{message} {advice}"
+    lines = [message]
+    if also_missing:
+        shown = ", ".join(str(p) for p in also_missing[:_SHOWN_FILES])
+        more = f", ... ({len(also_missing)} in all)" if len(also_missing) > _SHOWN_FILES else ""
+        lines.append(f"Also missing: {shown}{more}.")
+    lines.append(_data_dir_inventory(data_dir))
+    # Imported here because dataset.download builds on this module; only error paths need it.
+    from dataset.download import download_advice
+    lines.append(download_advice(data_dir, tasks))
+    return "\n".join(line for line in lines if line)
+
+
+def _data_dir_inventory(data_dir: Path) -> str:
+    """What a LaMP data folder holds: each LaMP_<i> folder with its files, and time/'s task folders."""
+    if not data_dir.is_dir():
+        return f"The data folder {data_dir} does not exist."
+    task_dirs = sorted(p for p in data_dir.iterdir() if p.is_dir() and p.name.startswith("LaMP_"))
+    found = [f"{p.name}/ ({_listing(p)})" for p in task_dirs]
+    time_dir = data_dir / "time"
+    if time_dir.is_dir():
+        time_tasks = sorted(p.name for p in time_dir.iterdir() if p.is_dir() and p.name.startswith("LaMP_"))
+        found.append(f"time/ (time-based split: {', '.join(time_tasks) or 'no LaMP_<i> folders'})")
+    if not found:
+        return f"{data_dir} holds no LaMP_<i> task folders (it holds: {_listing(data_dir)})."
+    return f"{data_dir} holds: {'; '.join(found)}."
+
+
+def _listing(folder: Path) -> str:
+    """The first entries of a folder by name, for error messages."""
     entries = sorted(entry.name for entry in folder.iterdir())
     shown = ", ".join(entries[:_SHOWN_FILES]) or "nothing"
     if len(entries) > _SHOWN_FILES:
         shown += f", ... ({len(entries)} entries)"
-    return f"{path}: file not found. The folder holds: {shown}. Expected {expected}."
+    return shown
 
 
 def _parse_question(path: Path, index: int, record: Any, required: tuple[str, ...]) -> LaMPExample:
@@ -209,14 +282,20 @@ def _attach_golds(examples: list[LaMPExample], questions_path: Path, outputs_pat
         example.output = golds[example.id]
 
 
-def _read_golds(path: Path) -> dict[str, str]:
-    """id -> gold output of an outputs file, validated."""
+def _read_golds(path: Path, task: str | None = None) -> dict[str, str]:
+    """id -> gold output of an outputs file, validated; see read_outputs for `task`."""
     document = _load_json(path)
     if not isinstance(document, dict) or "golds" not in document:
         found = 'an object without "golds"' if isinstance(document, dict) else _kind(document)
         raise LaMPFormatError(
             f'{path}: top level is {found}, expected {{"task": ..., "golds": [{{"id", "output"}}, ...]}}. '
             f"Is this a questions file passed as outputs?")
+    # A file without "task" is accepted (other tools may omit it); one naming another task is not.
+    if task is not None and "task" in document and \
+            str(document["task"]).replace("-", "_") != official_task_name(task):
+        raise LaMPFormatError(
+            f'{path}: field "task" is {document["task"]!r}, expected {official_task_name(task)!r}. '
+            f"Check that the file belongs to {task}.")
     records = document["golds"]
     if not isinstance(records, list):
         raise LaMPFormatError(

@@ -1,31 +1,77 @@
-"""The one place that defines a LaMP task: labels, profile fields, metrics, budgets.
+"""The one place that defines a LaMP task: labels, profile fields, retrieval, metrics, budgets.
 
-Adding a task means adding one TaskSpec to TASKS, with a function that turns one of its
-profile items into the text the history encoder reads.
+Adding a task means adding one TaskSpec to TASKS: how one of its profile items reads for
+the history encoder, how a retriever gets a query from the question and a document from a
+profile item, and which metrics score it. Nothing else (trainer, collator, evaluator)
+needs to change.
+
+The retrieval query and corpus follow LaMP's own retrieval code (`prompts/prompts.py`):
+LaMP-1 queries with the two candidate titles, the other tasks with the text after the
+question's fixed instruction ("article:", "review:", ...), and each task's corpus joins
+the same profile fields LaMP's BM25/Contriever index.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 ProfileItem = Mapping[str, Any]
 
+# LaMP-2 (movie tagging, the benchmark's current LaMP-2) answers with one of these tags,
+# in the order of LaMP's `data/datasets.py`; macro-F1 is taken over this list.
+LAMP2_MOVIE_TAGS: tuple[str, ...] = (
+    "sci-fi", "based on a book", "comedy", "action", "twist ending", "dystopia", "dark comedy",
+    "classic", "psychology", "fantasy", "romance", "thought-provoking", "social commentary",
+    "violence", "true story",
+)
+
+# LaMP-3 ratings as the model writes them; scored as numbers (MAE/RMSE), not as labels.
+LAMP3_SCORES: tuple[str, ...] = ("1", "2", "3", "4", "5")
+
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """Everything the data pipeline, model and metrics need to know about one task."""
+    """Everything the data pipeline, model, retriever and metrics need to know about one task."""
 
     name: str  # "LaMP-1"
-    labels: tuple[str, ...] | None  # label list of a classification task, None for generation
+    # The closed set of outputs the task allows (LaMP-1..3), None for free text. Scoring
+    # is chosen by `metrics`, not by this: LaMP-3 has labels but is scored as a number.
+    labels: tuple[str, ...] | None
     profile_fields: tuple[str, ...]  # fields each profile item must have
-    metrics: tuple[str, ...]  # e.g. ("accuracy", "f1")
+    metrics: tuple[str, ...]  # e.g. ("accuracy", "f1"); names known to trainers.metrics
     max_new_tokens: int  # generation budget for this task's outputs
     render_profile_item: Callable[[ProfileItem], str] = field(repr=False, compare=False)
+    corpus_fields: tuple[str, ...]  # profile fields a retriever indexes, joined in this order
+    # Question text -> the part a retriever should search the profile with.
+    extract_query: Callable[[str], str] = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Checked at import, so a mistyped spec fails loudly before any data is read.
+        if self.labels is not None and not self.labels:
+            raise ValueError(f"TaskSpec {self.name}: labels is empty; use None for a free-text task")
+        if self.max_new_tokens <= 0:
+            raise ValueError(f"TaskSpec {self.name}: max_new_tokens must be positive, got {self.max_new_tokens}")
+        if not self.metrics:
+            raise ValueError(f"TaskSpec {self.name}: metrics is empty; name at least one metric")
+        unknown = [name for name in self.corpus_fields if name not in self.profile_fields]
+        if unknown:
+            raise ValueError(f"TaskSpec {self.name}: corpus_fields {unknown} are not in profile_fields "
+                             f"{self.profile_fields}; the loader would not guarantee them. Add them there.")
 
     def profile_text(self, item: ProfileItem) -> str:
         """Text of one profile item for the history encoder."""
         return self.render_profile_item(item)
+
+    def retrieval_query(self, input_text: str) -> str:
+        """The part of a question a retriever searches the user's profile with."""
+        return self.extract_query(input_text)
+
+    def retrieval_text(self, item: ProfileItem) -> str:
+        """One profile item as a retrieval document: its corpus fields joined by spaces."""
+        parts = (str(item[name]).strip() for name in self.corpus_fields)
+        return " ".join(part for part in parts if part)
 
 
 def join_sentences(*parts: object) -> str:
@@ -37,21 +83,150 @@ def join_sentences(*parts: object) -> str:
     return " ".join(joined + pieces[-1:])
 
 
+# --- retrieval queries ------------------------------------------------------------------------------------
+# When a question does not have the expected shape, every extractor falls back to the
+# whole question: the query only ranks profile items, and the whole question still
+# carries the words that matter, whereas LaMP's code would crash on such a record.
+
+# LaMP-1: '... with the title "T", which reference is related? ... [1]: "A" [2]: "B"'.
+# Anchoring on the "[1]:"/"[2]:" markers rather than counting quotes (as LaMP does) keeps
+# the query right when the paper title itself contains quotes.
+_LAMP1_CANDIDATES = re.compile(r'\[1\]:\s*"(?P<first>.*)"\s*\[2\]:\s*"(?P<second>.*)"\s*$', re.DOTALL)
+
+
+def _lamp1_query(input_text: str) -> str:
+    # LaMP searches with the two candidate references, not the user's own paper title:
+    # the profile paper that resembles a candidate is the evidence for picking it.
+    match = _LAMP1_CANDIDATES.search(input_text)
+    if match is None:
+        return input_text.strip()
+    return f"{match['first'].strip()} {match['second'].strip()}"
+
+
+def text_after(marker: str) -> Callable[[str], str]:
+    """A query extractor: the question text after the first `marker`, stripped."""
+
+    def extract(input_text: str) -> str:
+        position = input_text.find(marker)
+        if position < 0:
+            return input_text.strip()
+        return input_text[position + len(marker):].strip()
+
+    return extract
+
+
+# --- profile texts for the history encoder ----------------------------------------------------------------
+# The short, decisive field (tag, rating, title) goes first: the encoder truncates long
+# items, and the label of a long review or movie plot must survive that.
+
+
 def _lamp1_profile_text(item: ProfileItem) -> str:
     # LaMP-1 profile items are the author's papers; title and abstract carry the topic.
     return join_sentences(item["title"], item["abstract"])
 
 
+def _lamp2_profile_text(item: ProfileItem) -> str:
+    # A movie the user tagged: the tag is what the model must learn to predict.
+    return join_sentences(f"Tag: {str(item['tag']).strip()}", item["description"])
+
+
+def _lamp3_profile_text(item: ProfileItem) -> str:
+    # A review with the rating the user gave; str() because a score may be stored as a number.
+    return join_sentences(f"Rating: {str(item['score']).strip()} out of 5", item["text"])
+
+
+def _titled_text_profile_text(item: ProfileItem) -> str:
+    # LaMP-4 headline + article, LaMP-6 subject + email: the user's titling style.
+    return join_sentences(item["title"], item["text"])
+
+
+def _lamp5_profile_text(item: ProfileItem) -> str:
+    # The user's own paper title followed by its abstract.
+    return join_sentences(item["title"], item["abstract"])
+
+
+def _lamp7_profile_text(item: ProfileItem) -> str:
+    # A past tweet of the user; its wording is the style to imitate.
+    return str(item["text"]).strip()
+
+
+_CLASSIFICATION = ("accuracy", "f1")
+_REGRESSION = ("mae", "rmse")
+_GENERATION = ("rouge-1", "rouge-L")
+
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
         TaskSpec(
-            name="LaMP-1",  # personalized citation identification
+            name="LaMP-1",  # personalized citation identification, answer "[1]" or "[2]"
             labels=("[1]", "[2]"),
             profile_fields=("title", "abstract"),
-            metrics=("accuracy", "f1"),
+            metrics=_CLASSIFICATION,
             max_new_tokens=4,
             render_profile_item=_lamp1_profile_text,
+            corpus_fields=("title", "abstract"),
+            extract_query=_lamp1_query,
+        ),
+        TaskSpec(
+            name="LaMP-2",  # personalized movie tagging, one of 15 tags
+            labels=LAMP2_MOVIE_TAGS,
+            profile_fields=("description", "tag"),
+            metrics=_CLASSIFICATION,
+            max_new_tokens=8,  # longest tags ("social commentary") take a few subword tokens
+            render_profile_item=_lamp2_profile_text,
+            # The tag is left out of the corpus: the query (a plot) has no tag to match.
+            corpus_fields=("description",),
+            extract_query=text_after("description:"),
+        ),
+        TaskSpec(
+            name="LaMP-3",  # personalized product rating, 1-5
+            labels=LAMP3_SCORES,
+            profile_fields=("text", "score"),
+            metrics=_REGRESSION,
+            max_new_tokens=4,
+            render_profile_item=_lamp3_profile_text,
+            corpus_fields=("text",),
+            extract_query=text_after("review:"),
+        ),
+        TaskSpec(
+            name="LaMP-4",  # personalized news headline generation
+            labels=None,
+            profile_fields=("text", "title"),
+            metrics=_GENERATION,
+            max_new_tokens=64,  # headlines are rarely over 30 tokens; headroom, EOS ends earlier
+            render_profile_item=_titled_text_profile_text,
+            corpus_fields=("title", "text"),
+            extract_query=text_after("article:"),
+        ),
+        TaskSpec(
+            name="LaMP-5",  # personalized scholarly title generation
+            labels=None,
+            profile_fields=("abstract", "title"),
+            metrics=_GENERATION,
+            max_new_tokens=64,
+            render_profile_item=_lamp5_profile_text,
+            corpus_fields=("title", "abstract"),
+            extract_query=text_after("paper:"),
+        ),
+        TaskSpec(
+            name="LaMP-6",  # personalized email subject generation (Avocado corpus, not public)
+            labels=None,
+            profile_fields=("text", "title"),
+            metrics=_GENERATION,
+            max_new_tokens=64,
+            render_profile_item=_titled_text_profile_text,
+            corpus_fields=("text",),  # LaMP's retriever indexes the email bodies only
+            extract_query=text_after(":"),
+        ),
+        TaskSpec(
+            name="LaMP-7",  # personalized tweet paraphrasing
+            labels=None,
+            profile_fields=("text",),
+            metrics=_GENERATION,
+            max_new_tokens=128,  # a tweet is at most 280 characters, under ~100 tokens
+            render_profile_item=_lamp7_profile_text,
+            corpus_fields=("text",),
+            extract_query=text_after(":"),
         ),
     )
 }

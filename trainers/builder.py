@@ -9,7 +9,7 @@ import torch
 import model_registry
 from dataset.collate import LaMPDataset
 from dataset.embedded import ensure_embedded_data
-from dataset.lamp import load_split
+from dataset.lamp import check_split_files, load_split
 from dataset.tasks import get_task
 from embedding_cache import EmbeddingCache, cache_key
 from model import BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, QFormer
@@ -62,6 +62,9 @@ def data_root(cfg) -> Path:
 def load_datasets(cfg, split: str, limit: int = 0) -> dict[str, tuple[LaMPDataset, dict[str, str]]]:
     """task name -> (dataset, {id: gold}) for one split; golds are empty when hidden."""
     root = data_root(cfg)
+    # Every task's files are checked before any is read, so one error names all the
+    # missing tasks (with the download command) instead of failing after loading the others.
+    check_split_files(root, cfg.tasks, split)
     out = {}
     for name in cfg.tasks:
         task = get_task(name)
