@@ -90,6 +90,9 @@ class TrainConfig:
     """Dropout inside the Q-Former."""
     qformer_norm_first: bool = False
     """Pre-norm Q-Former layers (False = post-norm, as BERT and BLIP-2)."""
+    qformer_init: str = "aligned"
+    """'aligned' starts each Q-Former layer as a similarity search of the input for the user's
+    interests (see model.QFormer); 'random' is BLIP-2's init, which learns far slower here."""
     tune_layers: int = 4
     """Top layers of the input encoder that train (0 = frozen input encoder)."""
     input_output: str = "tokens"
@@ -260,6 +263,7 @@ def find_problems(cfg: TrainConfig) -> list[str]:
     need(bool(cfg.tasks), "tasks: give at least one task, e.g. --tasks=LaMP-1")
     need(cfg.pooling in ("", "cls", "mean"), f"pooling: {cfg.pooling!r} must be '', 'cls' or 'mean'")
     need(cfg.input_output in ("tokens", "pooled"), f"input_output: {cfg.input_output!r} must be 'tokens' or 'pooled'")
+    need(cfg.qformer_init in ("aligned", "random"), f"qformer_init: {cfg.qformer_init!r} must be 'aligned' or 'random'")
     need(cfg.llm_dtype in ("float32", "bfloat16", "float16"), f"llm_dtype: {cfg.llm_dtype!r} must be float32, bfloat16 or float16")
     need(cfg.mixed_precision in ("no", "bf16", "fp16"), f"mixed_precision: {cfg.mixed_precision!r} must be no, bf16 or fp16")
     for name in ("num_queries", "qformer_layers", "qformer_heads", "epochs", "batch_size", "grad_accum",

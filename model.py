@@ -180,6 +180,18 @@ class QFormerLayer(nn.Module):
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(4))
         self.dropout = nn.Dropout(dropout)
 
+    @torch.no_grad()
+    def align_(self, input_scale: float = 0.5) -> None:
+        """History attention: values pass through (W_v = W_o = I). Input attention:
+        W_q = W_k = input_scale * I, so its logits start as scaled dot products between
+        the queries and the input tokens. See QFormer for why."""
+        hidden = self.history_attn.embed_dim
+        eye = torch.eye(hidden)
+        self.history_attn.in_proj_weight[2 * hidden:] = eye
+        self.history_attn.out_proj.weight.copy_(eye)
+        self.input_attn.in_proj_weight[:hidden] = input_scale * eye
+        self.input_attn.in_proj_weight[hidden:2 * hidden] = input_scale * eye
+
     def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, sublayer) -> torch.Tensor:
         if self.norm_first:
             return x + self.dropout(sublayer(norm(x)))
@@ -204,11 +216,24 @@ class QFormerLayer(nn.Module):
 
 
 class QFormer(nn.Module):
-    """Q learnable queries compress any number of history items into [B, Q, H]."""
+    """Q learnable queries compress any number of history items into [B, Q, H].
+
+    init="aligned" (default) starts every layer as a similarity search: the history
+    attention passes the history through unchanged (value and output projections =
+    identity), so the queries begin as the user's average interest, and the input
+    attention's query and key projections start as the same scaled identity, so the
+    queries first look at the input tokens most similar to that interest. History and
+    input live in one space (the input encoder starts from the history encoder's
+    weights). From random init (init="random", as BLIP-2) the two halves of the job wait
+    on each other: attention cannot learn where to look until the values say what is
+    there, and vice versa; on the embedded task it stays at chance for hundreds of steps.
+    """
 
     def __init__(self, hidden: int, num_queries: int = 8, num_layers: int = 2, heads: int = 8,
-                 dropout: float = 0.1, norm_first: bool = False):
+                 dropout: float = 0.1, norm_first: bool = False, init: str = "aligned"):
         super().__init__()
+        if init not in ("aligned", "random"):
+            raise ValueError(f"Q-Former init must be 'aligned' or 'random', got {init!r}")
         self.query_tokens = nn.Parameter(torch.randn(1, num_queries, hidden) * 0.02)  # BLIP-2 init
         # History embeddings and encoder states come at their encoder's own scale; a norm
         # on the way in makes the attention logits independent of it.
@@ -216,6 +241,9 @@ class QFormer(nn.Module):
         self.input_norm = nn.LayerNorm(hidden)
         self.layers = nn.ModuleList(QFormerLayer(hidden, heads, dropout, norm_first) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(hidden) if norm_first else nn.Identity()
+        if init == "aligned":
+            for layer in self.layers:
+                layer.align_()
 
     @property
     def num_queries(self) -> int:

@@ -24,13 +24,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from dataset.atomic import atomic_write_text
+from dataset.generated import MARKER, SPLITS, ensure_generated
 from dataset.embedded_vocab import (ABSTRACT_TEMPLATES, FIELDS, FieldVocab, NEUTRAL_ACTIVITIES, NEUTRAL_ADJECTIVES,
                                     NEUTRAL_COMMUNITIES, NEUTRAL_PERIODS, NEUTRAL_TEMPLATES, NEUTRAL_TOPICS,
                                     TITLE_TEMPLATES)
@@ -38,8 +37,6 @@ from dataset.embedded_vocab import (ABSTRACT_TEMPLATES, FIELDS, FieldVocab, NEUT
 TASK_FOLDER = "LaMP_1"
 # Bump when the generated data changes, so ensure_embedded_data replaces old copies.
 GENERATOR_VERSION = 1
-MARKER = "embedded.json"  # written next to the data; records how it was generated
-SPLITS = ("train", "dev", "test")
 N_TRAIN, N_DEV, N_TEST = 1600, 200, 200  # default split sizes (users)
 PAPERS_PER_FIELD = 300
 MIN_PROFILE, MAX_PROFILE = 4, 80
@@ -95,44 +92,13 @@ def ensure_embedded_data(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     crash never leaves half a dataset. A copy made with another seed or generator version
     is replaced; a LaMP_1 folder the generator did not make is never touched.
     """
-    out_dir = Path(out_dir)
-    folder = out_dir / TASK_FOLDER
-    if _is_current(folder, seed):
-        return out_dir
-    if folder.exists() and not (folder / MARKER).is_file():
-        raise FileExistsError(f"{folder} exists but was not made by the embedded generator; refusing to "
-                              f"overwrite it. Move it away or choose another folder for the embedded task.")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".embedded-", dir=out_dir))
-    try:
-        generate_embedded_lamp1(staging, seed)
-        if folder.exists():
-            os.replace(folder, staging / "stale")  # removed with the staging folder
-        try:
-            os.replace(staging / TASK_FOLDER, folder)
-        except OSError:
-            # A concurrent caller installed its copy first; identical seed means identical data.
-            if not _is_current(folder, seed):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir
+    sizes = {"train": N_TRAIN, "dev": N_DEV, "test": N_TEST}
+    return ensure_generated(out_dir, TASK_FOLDER, _marker(seed, sizes),
+                            lambda staging: generate_embedded_lamp1(staging, seed))
 
 
 def _marker(seed: int, sizes: dict[str, int]) -> dict:
     return {"generator": "embedded LaMP-1", "version": GENERATOR_VERSION, "seed": seed, "sizes": sizes}
-
-
-def _is_current(folder: Path, seed: int) -> bool:
-    """Whether `folder` holds a complete default-size copy for `seed` from this generator version."""
-    expected_files = [f"{split}_questions.json" for split in SPLITS] + ["train_outputs.json", "dev_outputs.json"]
-    if not all((folder / name).is_file() for name in expected_files):
-        return False
-    try:
-        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return marker == _marker(seed, {"train": N_TRAIN, "dev": N_DEV, "test": N_TEST})
 
 
 def _paper_pools(rng: random.Random) -> dict[str, list[Paper]]:

@@ -82,6 +82,21 @@ def test_qformer_ignores_padded_history_and_survives_empty_history():
     assert not torch.allclose(qf(changed, history_mask, inputs, input_mask)[0], out[0])
 
 
+def test_aligned_init_reads_history_as_is_and_searches_the_input_for_it():
+    torch.manual_seed(0)
+    layer = QFormer(32, num_queries=2, num_layers=1, heads=4, dropout=0.0).layers[0].eval()
+    history = torch.randn(1, 6, 32)
+    # A query with no preference attends to every item equally; identity values pass them through.
+    passed = layer.history_attn(torch.zeros(1, 1, 32), history, history, need_weights=False)[0]
+    torch.testing.assert_close(passed, history.mean(1, keepdim=True))
+    interest = torch.randn(1, 1, 32)
+    tokens = torch.cat([torch.randn(1, 5, 32), interest], dim=1)  # only the last token matches
+    _, weights = layer.input_attn(interest, tokens, tokens, need_weights=True)
+    assert weights[0, 0].argmax().item() == 5
+    random_layer = QFormer(32, num_queries=2, num_layers=1, heads=4, init="random").layers[0]
+    assert not torch.equal(random_layer.history_attn.out_proj.weight, torch.eye(32))
+
+
 @pytest.mark.parametrize("llm", ["llama", "t5"])
 def test_only_trainable_parameters_change_and_frozen_parts_stay_in_eval(llm):
     twin = build_twin(llm)

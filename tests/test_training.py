@@ -12,11 +12,13 @@ import config as config_lib
 import train
 from dataset.collate import LaMPDataset
 from dataset.embedded import generate_embedded_lamp1
+from dataset.embedded_style import generate_embedded_lamp7
 from dataset.lamp import load_split
 from dataset.tasks import get_task
 from test_model import build_twin
 from tiny_models import tiny_bert, tiny_llama
 from trainers import checkpoint as ckpt
+from trainers.builder import data_root
 from trainers.trainer import TaskSequentialTrainer, TrainingDivergedError
 
 
@@ -155,3 +157,38 @@ def test_whole_script_reports_user_errors_without_traceback(tmp_path, tiny_model
     (broken / "LaMP_1" / "train_questions.json").write_text("[{")
     assert run_script(tmp_path, tiny_model_dirs, broken) == 1
     assert "train_questions.json" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def two_task_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("two_tasks")
+    generate_embedded_lamp1(root, seed=3, n_train=12, n_dev=4, n_test=2)
+    generate_embedded_lamp7(root, seed=3, n_train=12, n_dev=4, n_test=2)
+    return root
+
+
+@pytest.mark.parametrize("mode, evaluations", [("sequential", 3), ("joint", 2)])
+def test_two_tasks_train_in_both_modes_and_evaluate_from_one_checkpoint(tmp_path, tiny_model_dirs, two_task_dir,
+                                                                        mode, evaluations):
+    assert run_script(tmp_path, tiny_model_dirs, two_task_dir, f"--run_name={mode}", f"--mode={mode}",
+                      "--tasks=LaMP-1,LaMP-7", "--controls=false") == 0
+    run = tmp_path / mode
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"LaMP-1", "LaMP-7"}
+    assert set(metrics["LaMP-1"]) == {"accuracy", "f1"} and set(metrics["LaMP-7"]) == {"rouge-1", "rouge-L"}
+    # sequential: LaMP-1 after phase 1, both after phase 2; joint: both once.
+    assert len(json.loads((run / "metrics_history.json").read_text())) == evaluations
+    assert {p.name for p in (run / "predictions").iterdir()} == {"LaMP-1_dev.json", "LaMP-7_dev.json"}
+
+    assert run_script(tmp_path, tiny_model_dirs, two_task_dir, f"--run_name={mode}-eval", "--mode=eval_only",
+                      "--tasks=LaMP-1,LaMP-7", f"--resume_from={run}", "--controls=false") == 0
+    assert json.loads((tmp_path / f"{mode}-eval" / "metrics.json").read_text()) == metrics
+
+
+def test_embedded_data_dir_generates_each_requested_task_and_names_the_missing_ones(tmp_path):
+    cfg = config_lib.TrainConfig(cache_dir=str(tmp_path), tasks=["LaMP-1", "LaMP-7"])
+    root = data_root(cfg)
+    assert (root / "LaMP_1" / "dev_outputs.json").is_file() and (root / "LaMP_7" / "dev_outputs.json").is_file()
+    cfg.tasks = ["LaMP-3"]
+    with pytest.raises(FileNotFoundError, match="no embedded version of LaMP-3.*LaMP-1, LaMP-7"):
+        data_root(cfg)

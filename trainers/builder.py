@@ -9,6 +9,7 @@ import torch
 import model_registry
 from dataset.collate import LaMPDataset
 from dataset.embedded import ensure_embedded_data
+from dataset.embedded_style import ensure_embedded_lamp7
 from dataset.lamp import check_split_files, load_split
 from dataset.tasks import get_task
 from embedding_cache import EmbeddingCache, cache_key
@@ -46,17 +47,27 @@ def build_model(cfg) -> BehavioralTwin:
         raise ValueError(f"qformer_heads: {cfg.qformer_heads} does not divide the encoder width {hidden}")
     torch.manual_seed(cfg.seed)  # the trainable init depends on the seed alone
     qformer = QFormer(hidden, cfg.num_queries, cfg.qformer_layers, cfg.qformer_heads, cfg.qformer_dropout,
-                      cfg.qformer_norm_first)
+                      cfg.qformer_norm_first, cfg.qformer_init)
     return BehavioralTwin(behavioral, input_encoder, qformer, llm,
                           aggregator="mean" if cfg.model == "mean" else "qformer")
 
 
+# Tasks that data_dir=embedded can generate: a classification and a generation task.
+EMBEDDED_TASKS = {"LaMP-1": ensure_embedded_data, "LaMP-7": ensure_embedded_lamp7}
+
+
 def data_root(cfg) -> Path:
-    """The LaMP-layout folder to read: `data_dir`, or the generated embedded task."""
-    if cfg.data_dir == "embedded":
-        return ensure_embedded_data(cfg.resolved_cache_dir() / "data" / f"embedded-seed{cfg.embedded_seed}",
-                                    seed=cfg.embedded_seed)
-    return Path(cfg.data_dir)
+    """The LaMP-layout folder to read: `data_dir`, or the generated embedded tasks."""
+    if cfg.data_dir != "embedded":
+        return Path(cfg.data_dir)
+    root = cfg.resolved_cache_dir() / "data" / f"embedded-seed{cfg.embedded_seed}"
+    for name in cfg.tasks:
+        ensure = EMBEDDED_TASKS.get(get_task(name).name)
+        if ensure is None:
+            raise FileNotFoundError(f"tasks: there is no embedded version of {name} (embedded tasks: "
+                                    f"{', '.join(EMBEDDED_TASKS)}); pass --data_dir=<LaMP folder> for real LaMP data")
+        ensure(root, seed=cfg.embedded_seed)
+    return root
 
 
 def load_datasets(cfg, split: str, limit: int = 0) -> dict[str, tuple[LaMPDataset, dict[str, str]]]:

@@ -43,16 +43,16 @@ def write_json(path: Path, data) -> None:
 
 
 def results_table(metrics: dict, controls: dict, model_name: str) -> str:
-    """Markdown: one row per (task, method)."""
-    lines = ["| task | method | " + " | ".join(sorted({m for t in metrics.values() for m in t})) + " |"]
-    names = sorted({m for t in metrics.values() for m in t})
-    lines.append("|" + "---|" * (len(names) + 2))
+    """Markdown, one table per task (tasks have different metrics): a row per method."""
+    blocks = []
     for task, values in metrics.items():
-        lines.append(f"| {task} | Behavioral Twin ({model_name}) | " + " | ".join(f"{values[m]:.4f}" for m in names) + " |")
-        for variant, control in controls.get(task, {}).items():
-            lines.append(f"| {task} | {CONTROL_NAMES[variant]} | "
-                         + " | ".join(f"{control.get(m, float('nan')):.4f}" for m in names) + " |")
-    return "\n".join(lines) + "\n"
+        names = list(values)
+        rows = [(f"Behavioral Twin ({model_name})", values)]
+        rows += [(CONTROL_NAMES[variant], control) for variant, control in controls.get(task, {}).items()]
+        lines = [f"| {task} | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        lines += [f"| {label} | " + " | ".join(f"{row[m]:.4f}" for m in names) + " |" for label, row in rows]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
 
 
 def run(cfg) -> dict:

@@ -1,0 +1,68 @@
+"""Reference scores of the embedded tasks: what ignoring vs reading the history is worth.
+
+    python -m bench.embedded_references [--seed 0]
+
+LaMP-1: a history-blind rule (always "[1]") and a history-aware one (the candidate whose
+MiniLM embedding is closest to the mean of the profile's). LaMP-7: copying the question's
+tweet and applying the style read off the profile. Dev split, official metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import tempfile
+
+import torch
+
+import model_registry
+from config import TrainConfig
+from dataset.embedded import generate_embedded_lamp1
+from dataset.embedded_style import blind_prediction, generate_embedded_lamp7, oracle_prediction
+from dataset.lamp import load_split
+from dataset.tasks import get_task
+from model import BehavioralEncoder
+from trainers.metrics import task_metrics
+
+
+def lamp1_references(root, cache_dir) -> dict:
+    task = get_task("LaMP-1")
+    examples = load_split(root, "LaMP-1", "dev", task.profile_fields)
+    backbone, tokenizer = model_registry.load_encoder("minilm", cache_dir)
+    encoder = BehavioralEncoder(backbone, tokenizer, "mean", max_length=128)
+    golds, closest = [e.output for e in examples], []
+    for e in examples:
+        history = torch.nn.functional.normalize(encoder.encode_texts([task.profile_text(p) for p in e.profile]), dim=-1)
+        candidates = torch.nn.functional.normalize(encoder.encode_texts(re.findall(r'\[[12]\]: "(.*?)"', e.input)), dim=-1)
+        closest.append("[1]" if (candidates @ history.mean(0))[0] > (candidates @ history.mean(0))[1] else "[2]")
+    return {"always [1] (history-blind)": task_metrics(task, ["[1]"] * len(golds), golds),
+            "closest to the mean profile embedding (reads the history)": task_metrics(task, closest, golds)}
+
+
+def lamp7_references(root) -> dict:
+    task = get_task("LaMP-7")
+    examples = load_split(root, "LaMP-7", "dev", task.profile_fields)
+    golds = [e.output for e in examples]
+    return {"copy the tweet (history-blind)": task_metrics(task, [blind_prediction(e.input) for e in examples], golds),
+            "apply the style read off the profile": task_metrics(
+                task, [oracle_prediction(e.input, [p["text"] for p in e.profile]) for e in examples], golds)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as root:
+        generate_embedded_lamp1(root, seed=args.seed)
+        generate_embedded_lamp7(root, seed=args.seed)
+        results = {"LaMP-1": lamp1_references(root, TrainConfig().resolved_cache_dir()),
+                   "LaMP-7": lamp7_references(root)}
+    for task, rows in results.items():
+        for name, metrics in rows.items():
+            print(f"{task:7s} {name:60s} " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

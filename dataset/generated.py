@@ -1,0 +1,62 @@
+"""Install a generated task folder once, atomically, and recognise an up-to-date copy.
+
+Shared by the embedded tasks (dataset.embedded, dataset.embedded_style). Each generator
+writes a marker file next to its data recording how it was made; a folder is current
+when its files are all there and its marker matches what the generator would write now.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+MARKER = "embedded.json"  # written next to the data; records how it was generated
+SPLITS = ("train", "dev", "test")
+# LaMP keeps test golds hidden, and so do the generators.
+EXPECTED_FILES = tuple(f"{split}_questions.json" for split in SPLITS) + ("train_outputs.json", "dev_outputs.json")
+
+
+def is_current(folder: Path, marker: dict) -> bool:
+    """Whether `folder` holds every expected file and a marker equal to `marker`."""
+    if not all((folder / name).is_file() for name in EXPECTED_FILES):
+        return False
+    try:
+        return json.loads((folder / MARKER).read_text(encoding="utf-8")) == marker
+    except (OSError, ValueError):
+        return False
+
+
+def ensure_generated(out_dir: str | os.PathLike, task_folder: str, marker: dict,
+                     generate: Callable[[Path], object]) -> Path:
+    """Make `out_dir/task_folder` current, calling `generate(staging_dir)` only if it is not.
+
+    Data is generated in a temporary folder inside `out_dir` and renamed into place, so a
+    crash never leaves half a dataset. A copy with another marker (seed, sizes, version)
+    is replaced; a folder the generators did not make (no marker) is never touched.
+    """
+    out_dir = Path(out_dir)
+    folder = out_dir / task_folder
+    if is_current(folder, marker):
+        return out_dir
+    if folder.exists() and not (folder / MARKER).is_file():
+        raise FileExistsError(f"{folder} exists but was not made by the embedded generator; refusing to "
+                              f"overwrite it. Move it away or choose another folder for the embedded task.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".embedded-", dir=out_dir))
+    try:
+        generate(staging)
+        if folder.exists():
+            os.replace(folder, staging / "stale")  # removed with the staging folder
+        try:
+            os.replace(staging / task_folder, folder)
+        except OSError:
+            # A concurrent caller installed its copy first; the same marker means the same data.
+            if not is_current(folder, marker):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
