@@ -16,7 +16,7 @@ from dataset.embedded_style import generate_embedded_lamp7
 from dataset.lamp import load_split
 from dataset.tasks import get_task
 from test_model import build_twin
-from tiny_models import tiny_bert, tiny_llama
+from tiny_models import tiny_bert, tiny_llama, tiny_t5
 from trainers import checkpoint as ckpt
 from trainers.builder import data_root
 from trainers.trainer import TaskSequentialTrainer, TrainingDivergedError
@@ -120,6 +120,9 @@ def tiny_model_dirs(tmp_path_factory):
     llm, llm_tok = tiny_llama()
     llm.save_pretrained(root / "llama")
     llm_tok.save_pretrained(root / "llama")
+    t5, t5_tok = tiny_t5()
+    t5.save_pretrained(root / "t5")
+    t5_tok.save_pretrained(root / "t5")
     return root
 
 
@@ -192,3 +195,9 @@ def test_embedded_data_dir_generates_each_requested_task_and_names_the_missing_o
     cfg.tasks = ["LaMP-3"]
     with pytest.raises(FileNotFoundError, match="no embedded version of LaMP-3.*LaMP-1, LaMP-7"):
         data_root(cfg)
+
+
+def test_t5_trains_and_generates_for_the_generation_task(tmp_path, tiny_model_dirs, two_task_dir):
+    assert run_script(tmp_path, tiny_model_dirs, two_task_dir, "--run_name=t5", "--tasks=LaMP-7",
+                      f"--llm={tiny_model_dirs / 't5'}", "--controls=false") == 0
+    assert set(json.loads((tmp_path / "t5" / "metrics.json").read_text())["LaMP-7"]) == {"rouge-1", "rouge-L"}
