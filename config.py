@@ -92,7 +92,7 @@ class TrainConfig:
     """Pre-norm Q-Former layers (False = post-norm, as BERT and BLIP-2)."""
     qformer_init: str = "aligned"
     """'aligned' starts each Q-Former layer as a similarity search of the input for the user's
-    interests (see model.QFormer); 'random' is BLIP-2's init, which learns far slower here."""
+    interests (see model.QFormer); 'random' is BLIP-2's init."""
     tune_layers: int = 4
     """Top layers of the input encoder that train (0 = frozen input encoder)."""
     input_output: str = "tokens"

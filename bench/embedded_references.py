@@ -35,7 +35,8 @@ def lamp1_references(root, cache_dir) -> dict:
     for e in examples:
         history = torch.nn.functional.normalize(encoder.encode_texts([task.profile_text(p) for p in e.profile]), dim=-1)
         candidates = torch.nn.functional.normalize(encoder.encode_texts(re.findall(r'\[[12]\]: "(.*?)"', e.input)), dim=-1)
-        closest.append("[1]" if (candidates @ history.mean(0))[0] > (candidates @ history.mean(0))[1] else "[2]")
+        similarity = candidates @ history.mean(0)  # [2]
+        closest.append("[1]" if similarity[0] > similarity[1] else "[2]")
     return {"always [1] (history-blind)": task_metrics(task, ["[1]"] * len(golds), golds),
             "closest to the mean profile embedding (reads the history)": task_metrics(task, closest, golds)}
 

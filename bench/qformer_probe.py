@@ -19,16 +19,14 @@ import torch.nn.functional as F
 
 from config import TrainConfig
 from dataset.collate import collate
-from model import QFormer
 from trainers.builder import build_model, load_datasets
 
 
 def probe(init: str, steps: int, lr: float, batch_size: int = 8, seed: int = 0) -> list[dict]:
     cfg = TrainConfig(seed=seed, qformer_init=init)
-    twin = build_model(cfg)  # reuses the encoders, the history cache and the config's Q-Former
+    twin = build_model(cfg)  # the run's encoders, history cache and Q-Former; its LLM is not used
+    qformer = twin.qformer
     torch.manual_seed(seed)
-    qformer = QFormer(twin.behavioral_encoder.hidden_size, cfg.num_queries, cfg.qformer_layers, cfg.qformer_heads,
-                      cfg.qformer_dropout, cfg.qformer_norm_first, init)
     head = torch.nn.Linear(twin.behavioral_encoder.hidden_size, 2)
     modules = (twin.input_encoder, qformer, head)
     optimizer = torch.optim.AdamW([p for m in modules for p in m.parameters() if p.requires_grad], lr=lr)
@@ -61,7 +59,7 @@ def probe(init: str, steps: int, lr: float, batch_size: int = 8, seed: int = 0) 
             with torch.no_grad():
                 batches = [collate([dev[j] for j in range(i, min(i + 50, len(dev)))]) for i in range(0, len(dev), 50)]
                 correct = sum((logits(b).argmax(-1) == labels(b)).sum().item() for b in batches)
-            log.append({"init": init, "step": step + 1, "dev_accuracy": correct / len(dev),
+            log.append({"init": init, "seed": seed, "step": step + 1, "dev_accuracy": correct / len(dev),
                         "seconds": round(time.time() - started, 1)})
             print(log[-1], flush=True)
     return log
@@ -72,9 +70,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--inits", default="aligned,random")
+    parser.add_argument("--seeds", default="0,1,2", help="the transition out of chance is abrupt and seed-dependent")
     args = parser.parse_args()
-    results = {init: probe(init, args.steps, args.lr) for init in args.inits.split(",")}
-    print(json.dumps({init: log[-1]["dev_accuracy"] for init, log in results.items()}))
+    final = {init: {seed: probe(init, args.steps, args.lr, seed=int(seed))[-1]["dev_accuracy"]
+                    for seed in args.seeds.split(",")} for init in args.inits.split(",")}
+    print(json.dumps(final))
 
 
 if __name__ == "__main__":

@@ -21,15 +21,13 @@ as in real data (and an embedding cache pays off).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataset.atomic import atomic_write_text
-from dataset.generated import MARKER, SPLITS, ensure_generated
+from dataset.generated import SPLITS, ensure_generated, write_generated_task
 from dataset.embedded_vocab import (ABSTRACT_TEMPLATES, FIELDS, FieldVocab, NEUTRAL_ACTIVITIES, NEUTRAL_ADJECTIVES,
                                     NEUTRAL_COMMUNITIES, NEUTRAL_PERIODS, NEUTRAL_TEMPLATES, NEUTRAL_TOPICS,
                                     TITLE_TEMPLATES)
@@ -64,11 +62,11 @@ def generate_embedded_lamp1(out_dir: str | os.PathLike, seed: int = 0, n_train: 
     and users never repeat across splits. The same seed gives byte-identical files.
     """
     out_dir = Path(out_dir)
-    folder = out_dir / TASK_FOLDER
     rng = random.Random(seed)
     pools = _paper_pools(rng)
     sizes = {"train": n_train, "dev": n_dev, "test": n_test}
     next_id = FIRST_QUESTION_ID
+    splits = {}
     for split in SPLITS:
         questions, golds = [], []
         pairs = _field_pairs(rng, sizes[split])
@@ -78,10 +76,8 @@ def generate_embedded_lamp1(out_dir: str | os.PathLike, seed: int = 0, n_train: 
             questions.append(question)
             golds.append(gold)
             next_id += 1
-        atomic_write_text(folder / f"{split}_questions.json", json.dumps(questions))
-        if split != "test":
-            atomic_write_text(folder / f"{split}_outputs.json", json.dumps({"task": TASK_FOLDER, "golds": golds}))
-    atomic_write_text(folder / MARKER, json.dumps(_marker(seed, sizes), indent=1))
+        splits[split] = (questions, golds)
+    write_generated_task(out_dir / TASK_FOLDER, TASK_FOLDER, splits, _marker(seed, sizes))
     return out_dir
 
 

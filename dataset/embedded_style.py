@@ -22,7 +22,6 @@ data alone; only the markers need the history.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections import Counter
@@ -30,8 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from dataset.atomic import atomic_write_text
-from dataset.generated import MARKER, SPLITS, ensure_generated
+from dataset.generated import SPLITS, ensure_generated, write_generated_task
 from dataset.embedded_style_vocab import CLOSINGS, OPENERS, SLOTS, TWEET_TEMPLATES
 
 TASK_FOLDER = "LaMP_7"
@@ -74,10 +72,10 @@ def generate_embedded_lamp7(out_dir: str | os.PathLike, seed: int = 0, n_train: 
     and users never repeat across splits. The same seed gives byte-identical files.
     """
     out_dir = Path(out_dir)
-    folder = out_dir / TASK_FOLDER
     rng = random.Random(seed)
     sizes = {"train": n_train, "dev": n_dev, "test": n_test}
     next_id = FIRST_QUESTION_ID
+    splits = {}
     for split in SPLITS:
         questions, golds = [], []
         for style in _styles(rng, sizes[split]):
@@ -85,10 +83,8 @@ def generate_embedded_lamp7(out_dir: str | os.PathLike, seed: int = 0, n_train: 
             questions.append(question)
             golds.append(gold)
             next_id += 1
-        atomic_write_text(folder / f"{split}_questions.json", json.dumps(questions))
-        if split != "test":
-            atomic_write_text(folder / f"{split}_outputs.json", json.dumps({"task": TASK_FOLDER, "golds": golds}))
-    atomic_write_text(folder / MARKER, json.dumps(_marker(seed, sizes), indent=1))
+        splits[split] = (questions, golds)
+    write_generated_task(out_dir / TASK_FOLDER, TASK_FOLDER, splits, _marker(seed, sizes))
     return out_dir
 
 

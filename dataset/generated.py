@@ -14,10 +14,25 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from dataset.atomic import atomic_write_text
+
 MARKER = "embedded.json"  # written next to the data; records how it was generated
 SPLITS = ("train", "dev", "test")
 # LaMP keeps test golds hidden, and so do the generators.
 EXPECTED_FILES = tuple(f"{split}_questions.json" for split in SPLITS) + ("train_outputs.json", "dev_outputs.json")
+
+
+def write_generated_task(folder: Path, task: str, splits: dict[str, tuple[list, list]], marker: dict) -> None:
+    """Write split -> (questions, golds) in LaMP's official files under `folder`, then the marker.
+
+    The test split's golds are not written, as in LaMP. The marker goes last: a folder
+    with a marker is complete.
+    """
+    for split, (questions, golds) in splits.items():
+        atomic_write_text(folder / f"{split}_questions.json", json.dumps(questions))
+        if split != "test":
+            atomic_write_text(folder / f"{split}_outputs.json", json.dumps({"task": task, "golds": golds}))
+    atomic_write_text(folder / MARKER, json.dumps(marker, indent=1))
 
 
 def is_current(folder: Path, marker: dict) -> bool:

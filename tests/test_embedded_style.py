@@ -8,24 +8,23 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from dataset.embedded_style import (INPUT_PREFIX, MARKER, STYLES, Style, apply_style, blind_prediction,
-                                    ensure_embedded_lamp7, generate_embedded_lamp7, neutral_tweet,
+from dataset.embedded_style import (INPUT_PREFIX, STYLES, Style, apply_style, blind_prediction,
+                                    generate_embedded_lamp7, neutral_tweet,
                                     oracle_prediction, read_style)
 from dataset.embedded_style_vocab import CLOSINGS, OPENERS, SLOTS, TWEET_TEMPLATES
+from dataset.generated import EXPECTED_FILES, MARKER
 from dataset.lamp import LaMPExample, load_split, read_lamp_split
 from dataset.tasks import get_task
 from trainers.metrics import rouge_metrics
 
 SPEC = get_task("LaMP-7")
-FILES = ("train_questions.json", "train_outputs.json", "dev_questions.json", "dev_outputs.json",
-         "test_questions.json")
+FILES = EXPECTED_FILES
 MARKER_TEXTS = tuple(text.lower() for text in CLOSINGS + OPENERS)
 
 
@@ -191,54 +190,3 @@ def test_reading_the_history_beats_copying_the_tweet(splits):
     other = rouge_metrics([oracle_prediction(e.input, texts(dev[(i + 1) % len(dev)])) for i, e in enumerate(dev)],
                           golds)
     assert other["rouge-1"] <= blind["rouge-1"]
-
-
-# --- ensure_embedded_lamp7 -------------------------------------------------------------------------------------
-
-
-def test_ensure_generates_once(tmp_path):
-    out = tmp_path / "cache"
-    assert ensure_embedded_lamp7(out, seed=0) == out
-    folder = out / "LaMP_7"
-    stamps = {name: (folder / name).stat().st_mtime_ns for name in FILES}
-    ensure_embedded_lamp7(out, seed=0)
-    assert {name: (folder / name).stat().st_mtime_ns for name in FILES} == stamps
-    assert [p.name for p in out.iterdir()] == ["LaMP_7"]  # no staging folder left behind
-    assert len(load_split(out, "LaMP-7", "dev", SPEC.profile_fields)) == 100
-
-
-def test_ensure_repairs_incomplete_or_other_seed_or_version(tmp_path, generated):
-    reference, _ = generated
-    out = tmp_path / "cache"
-    ensure_embedded_lamp7(out, seed=1)
-    (out / "LaMP_7" / "dev_outputs.json").unlink()  # e.g. removed by hand
-    ensure_embedded_lamp7(out, seed=1)
-    assert (out / "LaMP_7" / "dev_outputs.json").is_file()
-    ensure_embedded_lamp7(out, seed=0)  # another seed replaces the copy
-    for name in FILES:
-        assert (out / "LaMP_7" / name).read_bytes() == (reference / "LaMP_7" / name).read_bytes()
-    marker = out / "LaMP_7" / MARKER
-    marker.write_text(re.sub(r'"version": \d+', '"version": 0', marker.read_text()))  # an older generator
-    (out / "LaMP_7" / "dev_questions.json").write_text("[]")
-    ensure_embedded_lamp7(out, seed=0)
-    assert (out / "LaMP_7" / "dev_questions.json").read_bytes() == \
-        (reference / "LaMP_7" / "dev_questions.json").read_bytes()
-    assert [p.name for p in out.iterdir()] == ["LaMP_7"]
-
-
-def test_ensure_never_overwrites_foreign_data(tmp_path):
-    folder = tmp_path / "LaMP_7"
-    folder.mkdir()
-    (folder / "dev_questions.json").write_text("[]")
-    with pytest.raises(FileExistsError, match="LaMP_7"):
-        ensure_embedded_lamp7(tmp_path)
-    assert [p.name for p in folder.iterdir()] == ["dev_questions.json"]
-
-
-def test_ensure_leaves_other_tasks_alone(tmp_path):
-    other = tmp_path / "LaMP_1"
-    other.mkdir()
-    (other / "dev_questions.json").write_text("[]")
-    ensure_embedded_lamp7(tmp_path, seed=0)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["LaMP_1", "LaMP_7"]
-    assert [p.name for p in other.iterdir()] == ["dev_questions.json"]

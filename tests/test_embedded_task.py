@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from dataset.embedded import MARKER, ensure_embedded_data, generate_embedded_lamp1
+from dataset.embedded import generate_embedded_lamp1
 from dataset.embedded_vocab import (FIELDS, NEUTRAL_ACTIVITIES, NEUTRAL_ADJECTIVES, NEUTRAL_COMMUNITIES,
                                     NEUTRAL_PERIODS, NEUTRAL_TEMPLATES, NEUTRAL_TOPICS, content_words)
+from dataset.generated import EXPECTED_FILES, MARKER
 from dataset.lamp import LaMPExample, load_split, read_lamp_split
 from dataset.tasks import get_task
 
 SPEC = get_task("LaMP-1")
-FILES = ("train_questions.json", "train_outputs.json", "dev_questions.json", "dev_outputs.json",
-         "test_questions.json")
+FILES = EXPECTED_FILES
 QUESTION = re.compile(r'^For an author who has written the paper with the title "(.+)", which reference is related\? '
                       r'Just answer with \[1\] or \[2\] without explanation\. \[1\]: "(.+)" \[2\]: "(.+)"$')
 
@@ -245,39 +245,3 @@ def test_another_users_history_gives_chance(splits):
         return "[1]" if field_of(first) == votes.most_common(1)[0][0] else "[2]"
     score = sum(with_next_users_profile(i) == e.output for i, e in enumerate(dev)) / len(dev)
     assert 0.35 <= score <= 0.65
-
-
-# --- ensure_embedded_data -------------------------------------------------------------------------------------
-
-
-def test_ensure_generates_once(tmp_path):
-    out = tmp_path / "cache"
-    assert ensure_embedded_data(out, seed=0) == out
-    folder = out / "LaMP_1"
-    stamps = {name: (folder / name).stat().st_mtime_ns for name in FILES}
-    ensure_embedded_data(out, seed=0)
-    assert {name: (folder / name).stat().st_mtime_ns for name in FILES} == stamps
-    assert [p.name for p in out.iterdir()] == ["LaMP_1"]  # no staging folder left behind
-    assert len(load_split(out, "LaMP-1", "dev", SPEC.profile_fields)) == 200
-
-
-def test_ensure_repairs_incomplete_or_other_seed(tmp_path, generated):
-    reference, _ = generated
-    out = tmp_path / "cache"
-    ensure_embedded_data(out, seed=1)
-    (out / "LaMP_1" / "dev_outputs.json").unlink()  # e.g. removed by hand
-    ensure_embedded_data(out, seed=1)
-    assert (out / "LaMP_1" / "dev_outputs.json").is_file()
-    ensure_embedded_data(out, seed=0)  # another seed replaces the copy
-    for name in FILES:
-        assert (out / "LaMP_1" / name).read_bytes() == (reference / "LaMP_1" / name).read_bytes()
-    assert [p.name for p in out.iterdir()] == ["LaMP_1"]
-
-
-def test_ensure_never_overwrites_foreign_data(tmp_path):
-    folder = tmp_path / "LaMP_1"
-    folder.mkdir()
-    (folder / "dev_questions.json").write_text("[]")
-    with pytest.raises(FileExistsError, match="LaMP_1"):
-        ensure_embedded_data(tmp_path)
-    assert [p.name for p in folder.iterdir()] == ["dev_questions.json"]

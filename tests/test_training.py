@@ -1,7 +1,6 @@
 """The training loop on tiny models: checkpoints, exact resume, NaN handling, whole script runs."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

@@ -1,0 +1,64 @@
+"""The shared install of generated task folders (dataset.generated), through both embedded tasks."""
+
+import re
+
+import pytest
+
+from dataset.embedded import ensure_embedded_data, generate_embedded_lamp1
+from dataset.embedded_style import ensure_embedded_lamp7, generate_embedded_lamp7
+from dataset.generated import EXPECTED_FILES, MARKER
+from dataset.lamp import load_split
+from dataset.tasks import get_task
+
+# (ensure, generate, task, folder, default dev size, the other embedded task's folder)
+TASKS = [(ensure_embedded_data, generate_embedded_lamp1, "LaMP-1", "LaMP_1", 200, "LaMP_7"),
+         (ensure_embedded_lamp7, generate_embedded_lamp7, "LaMP-7", "LaMP_7", 100, "LaMP_1")]
+IDS = [task[2] for task in TASKS]
+
+
+@pytest.mark.parametrize("ensure, generate, task, folder, n_dev, other", TASKS, ids=IDS)
+def test_ensure_generates_once(tmp_path, ensure, generate, task, folder, n_dev, other):
+    out = tmp_path / "cache"
+    assert ensure(out, seed=0) == out
+    stamps = {name: (out / folder / name).stat().st_mtime_ns for name in EXPECTED_FILES}
+    ensure(out, seed=0)
+    assert {name: (out / folder / name).stat().st_mtime_ns for name in EXPECTED_FILES} == stamps
+    assert [p.name for p in out.iterdir()] == [folder]  # no staging folder left behind
+    assert len(load_split(out, task, "dev", get_task(task).profile_fields)) == n_dev
+
+
+@pytest.mark.parametrize("ensure, generate, task, folder, n_dev, other", TASKS, ids=IDS)
+def test_ensure_repairs_incomplete_or_other_seed_or_version(tmp_path, ensure, generate, task, folder, n_dev, other):
+    reference = generate(tmp_path / "reference", seed=0) / folder
+    out = tmp_path / "cache"
+    ensure(out, seed=1)
+    (out / folder / "dev_outputs.json").unlink()  # e.g. removed by hand
+    ensure(out, seed=1)
+    assert (out / folder / "dev_outputs.json").is_file()
+    ensure(out, seed=0)  # another seed replaces the copy
+    for name in EXPECTED_FILES:
+        assert (out / folder / name).read_bytes() == (reference / name).read_bytes()
+    marker = out / folder / MARKER
+    marker.write_text(re.sub(r'"version": \d+', '"version": 0', marker.read_text()))  # an older generator
+    (out / folder / "dev_questions.json").write_text("[]")
+    ensure(out, seed=0)
+    assert (out / folder / "dev_questions.json").read_bytes() == (reference / "dev_questions.json").read_bytes()
+    assert [p.name for p in out.iterdir()] == [folder]
+
+
+@pytest.mark.parametrize("ensure, generate, task, folder, n_dev, other", TASKS, ids=IDS)
+def test_ensure_never_overwrites_foreign_data(tmp_path, ensure, generate, task, folder, n_dev, other):
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "dev_questions.json").write_text("[]")
+    with pytest.raises(FileExistsError, match=folder):
+        ensure(tmp_path)
+    assert [p.name for p in (tmp_path / folder).iterdir()] == ["dev_questions.json"]
+
+
+@pytest.mark.parametrize("ensure, generate, task, folder, n_dev, other", TASKS, ids=IDS)
+def test_ensure_leaves_other_tasks_alone(tmp_path, ensure, generate, task, folder, n_dev, other):
+    (tmp_path / other).mkdir()
+    (tmp_path / other / "dev_questions.json").write_text("[]")
+    ensure(tmp_path, seed=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder, other])
+    assert [p.name for p in (tmp_path / other).iterdir()] == ["dev_questions.json"]
