@@ -17,7 +17,8 @@ from pathlib import Path
 import yaml
 
 MODES = ("sequential", "joint", "eval_only")
-MODELS = ("twin", "mean")
+MODELS = ("twin", "pplug", "none", "rag", "prompt_tuning", "mean")
+RETRIEVERS = ("bm25", "dense")
 
 
 class ConfigError(ValueError):
@@ -61,7 +62,23 @@ class TrainConfig:
 
     # --- models
     model: str = "twin"
-    """'twin' (Q-Former) or 'mean' (history embeddings averaged instead of the Q-Former: the ablation)."""
+    """'twin' (Behavioral Twin), or a baseline on the same LLM (SPEC section 3): 'pplug' (pplug.py),
+    'none' (frozen LLM, bare input), 'rag' (top-k profile items in the prompt), 'prompt_tuning'
+    (shared soft prompts, no history), 'mean' (history embeddings averaged instead of the Q-Former)."""
+    models: list[str] = field(default_factory=list)
+    """Compare several models: each is trained and evaluated on the same tasks, data and settings,
+    `seeds` times, and saved/<run>/comparison.{json,md,png} gather the results. Empty = one run of `model`."""
+    seeds: int = 1
+    """With `models`: runs per model, with seeds seed, seed+1, ...; the table gives mean and std."""
+    rag_k: int = 4
+    """Profile items the `rag` baseline writes into the prompt (LaMP's protocol: 4)."""
+    retriever: str = "bm25"
+    """How `rag` ranks profile items: 'bm25' or 'dense' (cosine of the history encoder's embeddings)."""
+    pplug_augment: int = 0
+    """PPlug's training augmentation: extra copies of each example with random history items dropped
+    (its code uses 10; 0 = off, as each copy costs a full pass over the data)."""
+    pplug_rescale: bool = True
+    """Rescale PPlug's instruction and persona vectors to the LLM's token-embedding RMS."""
     encoder: str = "minilm"
     """History/input encoder: embedded alias ('minilm'), local folder, or hub name already in the local cache
     (e.g. BAAI/bge-base-en-v1.5)."""
@@ -80,6 +97,10 @@ class TrainConfig:
     """System/instruction text placed before the soft prompts (decoder-only LLMs)."""
 
     # --- architecture
+    prompt_position: str = "before_input"
+    """Where soft prompts go in the LLM input: 'before_input' ([instruction; prompts; input], SPEC) or
+    'after_input' ([instruction; input; prompts]: in a decoder-only LLM they then sit right before
+    the answer, and the frozen LLM needs no gradient through the input positions)."""
     num_queries: int = 8
     """Learnable Q-Former queries = soft prompt tokens given to the LLM."""
     qformer_layers: int = 2
@@ -259,6 +280,12 @@ def find_problems(cfg: TrainConfig) -> list[str]:
 
     need(cfg.mode in MODES, f"mode: {cfg.mode!r} is not one of {', '.join(MODES)}")
     need(cfg.model in MODELS, f"model: {cfg.model!r} is not one of {', '.join(MODELS)}")
+    unknown_models = [m for m in cfg.models if m not in MODELS]
+    need(not unknown_models, f"models: {unknown_models} are not among {', '.join(MODELS)}")
+    need(cfg.prompt_position in ("before_input", "after_input"),
+         f"prompt_position: {cfg.prompt_position!r} must be 'before_input' or 'after_input'")
+    need(cfg.retriever in RETRIEVERS, f"retriever: {cfg.retriever!r} must be one of {', '.join(RETRIEVERS)}")
+    need(not (cfg.models and cfg.mode == "eval_only"), "models: a comparison trains each model; use mode=sequential or joint")
     need(cfg.mode != "eval_only" or bool(cfg.resume_from), "resume_from: mode=eval_only needs a checkpoint to load")
     need(bool(cfg.tasks), "tasks: give at least one task, e.g. --tasks=LaMP-1")
     need(cfg.pooling in ("", "cls", "mean"), f"pooling: {cfg.pooling!r} must be '', 'cls' or 'mean'")
@@ -266,11 +293,11 @@ def find_problems(cfg: TrainConfig) -> list[str]:
     need(cfg.qformer_init in ("aligned", "random"), f"qformer_init: {cfg.qformer_init!r} must be 'aligned' or 'random'")
     need(cfg.llm_dtype in ("float32", "bfloat16", "float16"), f"llm_dtype: {cfg.llm_dtype!r} must be float32, bfloat16 or float16")
     need(cfg.mixed_precision in ("no", "bf16", "fp16"), f"mixed_precision: {cfg.mixed_precision!r} must be no, bf16 or fp16")
-    for name in ("num_queries", "qformer_layers", "qformer_heads", "epochs", "batch_size", "grad_accum",
+    for name in ("num_queries", "qformer_layers", "seeds", "rag_k", "qformer_heads", "epochs", "batch_size", "grad_accum",
                  "eval_batch_size", "num_beams", "max_item_tokens", "max_query_tokens", "max_input_tokens",
                  "max_target_tokens", "log_every", "keep_checkpoints"):
         need(getattr(cfg, name) >= 1, f"{name}: must be >= 1, got {getattr(cfg, name)}")
-    for name in ("tune_layers", "max_history", "max_train_examples", "max_eval_examples", "save_every",
+    for name in ("tune_layers", "pplug_augment", "max_history", "max_train_examples", "max_eval_examples", "save_every",
                  "weight_decay", "max_grad_norm"):
         need(getattr(cfg, name) >= 0, f"{name}: must be >= 0, got {getattr(cfg, name)}")
     need(cfg.lr > 0, f"lr: must be > 0, got {cfg.lr}")

@@ -181,10 +181,17 @@ class QFormerLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     @torch.no_grad()
-    def align_(self, input_scale: float = 0.5) -> None:
+    def align_(self, input_scale: float = 2.0) -> None:
         """History attention: values pass through (W_v = W_o = I). Input attention:
         W_q = W_k = input_scale * I, so its logits start as scaled dot products between
-        the queries and the input tokens. See QFormer for why."""
+        the queries and the input tokens. See QFormer for why.
+
+        The scale sets how sharp that first search is. Queries and keys arrive
+        layer-normed (RMS 1 per dimension), so a head of width d starts with logits of
+        about input_scale**2 * sqrt(d) * cos(query, token): with d = 48 (MiniLM, 8 heads)
+        a scale of 0.5 gives logits within +-1.7, nearly uniform attention over the whole
+        input, while 2.0 gives +-28, which singles out the few most similar tokens.
+        """
         hidden = self.history_attn.embed_dim
         eye = torch.eye(hidden)
         self.history_attn.in_proj_weight[2 * hidden:] = eye
@@ -279,6 +286,9 @@ class PromptProjection(nn.Module):
 
 # ----------------------------------------------------------------------------- frozen LLM
 
+PROMPT_POSITIONS = ("before_input", "after_input")
+
+
 class FrozenLLM(nn.Module):
     """A frozen LLM of either family that takes soft prompts before its input.
 
@@ -286,13 +296,19 @@ class FrozenLLM(nn.Module):
                      training (loss on the target only), left-padded for generation.
                      prefix/suffix come from the chat template when there is one.
     encoder-decoder: encoder gets [prompts; input; eos], decoder predicts the target.
+
+    prompt_position="after_input" puts the prompts between the input and the suffix
+    instead (decoder-only: right before the answer, where they can attend to the input).
     """
 
     def __init__(self, model: nn.Module, tokenizer, kind: str, instruction: str,
-                 max_input_tokens: int = 256, max_target_tokens: int = 64):
+                 max_input_tokens: int = 256, max_target_tokens: int = 64, prompt_position: str = "before_input"):
         super().__init__()
         if kind not in ("decoder", "encoder-decoder"):
             raise ValueError(f"LLM kind must be 'decoder' or 'encoder-decoder', got {kind!r}")
+        if prompt_position not in PROMPT_POSITIONS:
+            raise ValueError(f"prompt_position must be one of {PROMPT_POSITIONS}, got {prompt_position!r}")
+        self.prompt_position = prompt_position
         self.model = freeze(model)
         self.tokenizer = tokenizer
         self.kind = kind
@@ -330,16 +346,17 @@ class FrozenLLM(nn.Module):
         return self.model.get_input_embeddings()(torch.tensor(ids, dtype=torch.long, device=self.device))
 
     def _prompt_rows(self, prompts: torch.Tensor | None, inputs: list[str]) -> list[torch.Tensor]:
-        """Per example [prefix; prompts; input; suffix] embeddings, [L_i, D]."""
+        """Per example [prefix; prompts; input; suffix] (or [prefix; input; prompts; suffix])
+        embeddings, [L_i, D]."""
         dtype = self.model.get_input_embeddings().weight.dtype
         prefix, suffix = self._embed(self.prefix_ids), self._embed(self.suffix_ids)
         rows = []
         for i, ids in enumerate(self._ids(inputs, self.max_input_tokens)):
-            parts = [prefix]
+            parts = [self._embed(ids)]
             if prompts is not None:
-                parts.append(prompts[i].to(dtype))
-            parts += [self._embed(ids), suffix]
-            rows.append(torch.cat(parts))
+                where = 0 if self.prompt_position == "before_input" else 1
+                parts.insert(where, prompts[i].to(dtype))
+            rows.append(torch.cat([prefix, *parts, suffix]))
         return rows
 
     def loss(self, prompts: torch.Tensor | None, inputs: list[str], targets: list[str]) -> torch.Tensor:
@@ -378,47 +395,25 @@ class FrozenLLM(nn.Module):
 
 # ----------------------------------------------------------------------------- the model
 
-class BehavioralTwin(nn.Module):
-    """history + query -> soft prompts -> frozen LLM.
+class PersonalizedLLM(nn.Module):
+    """What every compared method shares: a frozen LLM, optionally fed soft prompts.
 
-    `aggregator="mean"` replaces the Q-Former by the mean of the history embeddings (the
-    ablation of SPEC section 3); its single vector is projected to one soft prompt.
+    Behavioral Twin, PPlug and the baselines differ only in `soft_prompts` (and in what
+    they train). One predicate says which parameters train, `requires_grad`; the
+    optimizer and the checkpoint both read it through `trainable_parameters`.
+    `reads_history` says whether the method looks at batch.history, i.e. whether the
+    history-swapping control means anything for it.
     """
 
-    def __init__(self, behavioral_encoder: BehavioralEncoder, input_encoder: InputEncoder,
-                 qformer: QFormer, llm: FrozenLLM, aggregator: str = "qformer"):
+    reads_history = True
+
+    def __init__(self, llm: FrozenLLM):
         super().__init__()
-        if aggregator not in ("qformer", "mean"):
-            raise ValueError(f"aggregator must be 'qformer' or 'mean', got {aggregator!r}")
-        self.behavioral_encoder = behavioral_encoder
-        self.input_encoder = input_encoder
-        self.qformer = qformer
         self.llm = llm
-        self.aggregator = aggregator
-        if aggregator == "mean":  # the mean path never calls them: nothing of theirs may train
-            freeze(self.input_encoder)
-            freeze(self.qformer)
-        self.projection = PromptProjection(behavioral_encoder.hidden_size, llm.hidden_size, llm.embedding_rms)
 
-    def train(self, mode: bool = True):
-        """Frozen parts stay in eval mode (no dropout) whatever mode the rest is in."""
-        super().train(mode)
-        for module in self.modules():
-            params = list(module.parameters())
-            if params and not any(p.requires_grad for p in params):
-                module.eval()
-        return self
-
-    def soft_prompts(self, batch) -> torch.Tensor:
-        """batch.history / batch.inputs -> [B, Q, D] (mean aggregator: [B, 1, D])."""
-        history, history_mask = self.behavioral_encoder(batch.history)  # [B, P, H], [B, P]
-        if self.aggregator == "mean":
-            weights = history_mask.unsqueeze(-1).to(history.dtype)
-            summary = (history * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp(min=1)
-        else:
-            inputs, input_mask = self.input_encoder(batch.inputs)  # [B, T, H], [B, T]
-            summary = self.qformer(history, history_mask, inputs, input_mask)  # [B, Q, H]
-        return self.projection(summary)  # [B, Q, D]
+    def soft_prompts(self, batch) -> torch.Tensor | None:
+        """-> [B, N, D] vectors placed before the input, or None for the bare input."""
+        raise NotImplementedError
 
     def forward(self, batch) -> torch.Tensor:
         return self.llm.loss(self.soft_prompts(batch), batch.inputs, batch.targets)
@@ -427,7 +422,15 @@ class BehavioralTwin(nn.Module):
     def generate(self, batch, max_new_tokens: int, num_beams: int = 1) -> list[str]:
         return self.llm.generate(self.soft_prompts(batch), batch.inputs, max_new_tokens, num_beams)
 
-    # One predicate decides what trains: requires_grad. Optimizer and checkpoint use these.
+    def train(self, mode: bool = True):
+        """Frozen parts stay in eval mode (no dropout) whatever mode the rest is in."""
+        super().train(mode)
+        for module in list(self.modules())[1:]:  # not self: eval() would call back into train()
+            params = list(module.parameters())
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+        return self
+
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {name: p for name, p in self.named_parameters() if p.requires_grad}
 
@@ -447,3 +450,36 @@ class BehavioralTwin(nn.Module):
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(state[name].to(p.device, p.dtype))
+
+
+class BehavioralTwin(PersonalizedLLM):
+    """history + query -> soft prompts -> frozen LLM.
+
+    `aggregator="mean"` replaces the Q-Former by the mean of the history embeddings (the
+    ablation of SPEC section 3); its single vector is projected to one soft prompt.
+    """
+
+    def __init__(self, behavioral_encoder: BehavioralEncoder, input_encoder: InputEncoder,
+                 qformer: QFormer, llm: FrozenLLM, aggregator: str = "qformer"):
+        super().__init__(llm)
+        if aggregator not in ("qformer", "mean"):
+            raise ValueError(f"aggregator must be 'qformer' or 'mean', got {aggregator!r}")
+        self.behavioral_encoder = behavioral_encoder
+        self.input_encoder = input_encoder
+        self.qformer = qformer
+        self.aggregator = aggregator
+        if aggregator == "mean":  # the mean path never calls them: nothing of theirs may train
+            freeze(self.input_encoder)
+            freeze(self.qformer)
+        self.projection = PromptProjection(behavioral_encoder.hidden_size, llm.hidden_size, llm.embedding_rms)
+
+    def soft_prompts(self, batch) -> torch.Tensor:
+        """batch.history / batch.inputs -> [B, Q, D] (mean aggregator: [B, 1, D])."""
+        history, history_mask = self.behavioral_encoder(batch.history)  # [B, P, H], [B, P]
+        if self.aggregator == "mean":
+            weights = history_mask.unsqueeze(-1).to(history.dtype)
+            summary = (history * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp(min=1)
+        else:
+            inputs, input_mask = self.input_encoder(batch.inputs)  # [B, T, H], [B, T]
+            summary = self.qformer(history, history_mask, inputs, input_mask)  # [B, Q, H]
+        return self.projection(summary)  # [B, Q, D]

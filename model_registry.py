@@ -214,9 +214,13 @@ def default_pooling(name: str) -> str:
 
 
 def load_encoder(name: str, cache_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a bare encoder (``AutoModel``) and its tokenizer, in eval mode."""
+    """Load a bare encoder (``AutoModel``) and its tokenizer, in eval mode, in float32.
+
+    float32 whatever the checkpoint was saved in: the input encoder's top layers train,
+    and AdamW updates on half-precision weights lose most of their bits.
+    """
     path = resolve_model_path(name, cache_dir)
-    model = AutoModel.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model.eval()
     return model, tokenizer

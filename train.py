@@ -4,6 +4,7 @@
     python train.py --config config/flan_t5_xxl_lamp1.yaml --lr=3e-4
     accelerate launch --config_file config/ds_config.yaml train.py --config config/qwen_bge_lamp1.yaml
     python train.py --mode=eval_only --resume_from=saved/<run>
+    python train.py --models=twin,pplug,none,rag,prompt_tuning,mean --seeds=3   # comparison table
     python train.py --help                              # every setting with its meaning
 
 Every run writes saved/<run>/: config.json, metrics.json, controls.json, metrics_history.json,
@@ -21,7 +22,8 @@ tasks = ["LaMP-1"]
 data_dir = "embedded"    # a folder in LaMP's layout, or the generated offline task
 encoder = "minilm"       # BAAI/bge-base-en-v1.5 on a cluster
 llm = "smollm2-135m"     # google/flan-t5-xxl or Qwen/... on a cluster
-model = "twin"           # twin | mean
+model = "twin"           # twin | pplug | none | rag | prompt_tuning | mean
+models = []              # several, e.g. ["twin", "pplug", "rag"]: one comparison table
 lr = 1e-4
 warmup_ratio = 0.05
 num_queries = 8
@@ -46,9 +48,10 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    from trainers.compare import compare
     from trainers.run import run, USER_ERRORS
     try:
-        run(cfg)
+        compare(cfg) if cfg.models else run(cfg)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ the same profile fields LaMP's BM25/Contriever index.
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -32,6 +33,22 @@ LAMP3_SCORES: tuple[str, ...] = ("1", "2", "3", "4", "5")
 
 
 @dataclass(frozen=True)
+class RagFormat:
+    """How LaMP's retrieval prompts (`LaMP/prompts/prompts.py`) write profile items.
+
+    Each retrieved item becomes `item` filled from its fields, with the `shorten` field
+    cut to fit the token budget; items are joined by ", and ". `placement` puts them in
+    the question: "after_title" inserts them right after the word "title" (LaMP-1),
+    "before" writes "<items><lead><question>".
+    """
+
+    item: str  # e.g. '"{title}" is the title for "{text}" '
+    shorten: str  # the field that is truncated to the budget
+    placement: str = "before"  # "before" | "after_title"
+    lead: str = ". "  # between the items and the question (placement "before")
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """Everything the data pipeline, model, retriever and metrics need to know about one task."""
 
@@ -46,6 +63,7 @@ class TaskSpec:
     corpus_fields: tuple[str, ...]  # profile fields a retriever indexes, joined in this order
     # Question text -> the part a retriever should search the profile with.
     extract_query: Callable[[str], str] = field(repr=False, compare=False)
+    rag: RagFormat  # how the `rag` baseline writes retrieved items into the question
 
     def __post_init__(self) -> None:
         # Checked at import, so a mistyped spec fails loudly before any data is read.
@@ -59,6 +77,10 @@ class TaskSpec:
         if unknown:
             raise ValueError(f"TaskSpec {self.name}: corpus_fields {unknown} are not in profile_fields "
                              f"{self.profile_fields}; the loader would not guarantee them. Add them there.")
+        rag_fields = {name for _, name, _, _ in string.Formatter().parse(self.rag.item) if name} | {self.rag.shorten}
+        if not rag_fields <= set(self.profile_fields):
+            raise ValueError(f"TaskSpec {self.name}: the rag format uses fields {sorted(rag_fields)}, but "
+                             f"profile_fields is {self.profile_fields}")
 
     def profile_text(self, item: ProfileItem) -> str:
         """Text of one profile item for the history encoder."""
@@ -166,6 +188,7 @@ TASKS: dict[str, TaskSpec] = {
             render_profile_item=_lamp1_profile_text,
             corpus_fields=("title", "abstract"),
             extract_query=_lamp1_query,
+            rag=RagFormat('"{title}"', "title", placement="after_title"),
         ),
         TaskSpec(
             name="LaMP-2",  # personalized movie tagging, one of 15 tags
@@ -177,6 +200,7 @@ TASKS: dict[str, TaskSpec] = {
             # The tag is left out of the corpus: the query (a plot) has no tag to match.
             corpus_fields=("description",),
             extract_query=text_after("description:"),
+            rag=RagFormat('the tag for the movie: "{description}" is "{tag}" ', "description"),
         ),
         TaskSpec(
             name="LaMP-3",  # personalized product rating, 1-5
@@ -187,6 +211,7 @@ TASKS: dict[str, TaskSpec] = {
             render_profile_item=_lamp3_profile_text,
             corpus_fields=("text",),
             extract_query=text_after("review:"),
+            rag=RagFormat('{score} is the score for "{text}" ', "text"),
         ),
         TaskSpec(
             name="LaMP-4",  # personalized news headline generation
@@ -197,6 +222,7 @@ TASKS: dict[str, TaskSpec] = {
             render_profile_item=_titled_text_profile_text,
             corpus_fields=("title", "text"),
             extract_query=text_after("article:"),
+            rag=RagFormat('"{title}" is the title for "{text}" ', "text"),
         ),
         TaskSpec(
             name="LaMP-5",  # personalized scholarly title generation
@@ -207,6 +233,7 @@ TASKS: dict[str, TaskSpec] = {
             render_profile_item=_lamp5_profile_text,
             corpus_fields=("title", "abstract"),
             extract_query=text_after("paper:"),
+            rag=RagFormat('"{title}" is a title for "{abstract}" ', "abstract", lead=". Following the given patterns "),
         ),
         TaskSpec(
             name="LaMP-6",  # personalized email subject generation (Avocado corpus, not public)
@@ -217,6 +244,7 @@ TASKS: dict[str, TaskSpec] = {
             render_profile_item=_titled_text_profile_text,
             corpus_fields=("text",),  # LaMP's retriever indexes the email bodies only
             extract_query=text_after(":"),
+            rag=RagFormat('"{title}" is the title for "{text}" ', "text"),
         ),
         TaskSpec(
             name="LaMP-7",  # personalized tweet paraphrasing
@@ -227,6 +255,7 @@ TASKS: dict[str, TaskSpec] = {
             render_profile_item=_lamp7_profile_text,
             corpus_fields=("text",),
             extract_query=text_after(":"),
+            rag=RagFormat('"{text}" ', "text", lead=" are written by a person. Following the given patterns "),
         ),
     )
 }

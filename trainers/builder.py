@@ -1,55 +1,107 @@
-"""Build a BehavioralTwin and the task data from a TrainConfig."""
+"""Build a model (Behavioral Twin or a baseline) and the task data from a TrainConfig."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 import model_registry
-from dataset.collate import LaMPDataset
+from baselines import NoPersonalization, PromptTuning
+from dataset.collate import LaMPDataset, select_history
 from dataset.embedded import ensure_embedded_data
 from dataset.embedded_style import ensure_embedded_lamp7
 from dataset.lamp import check_split_files, load_split
+from dataset.retrieval import bm25_ranking, dense_ranking, rag_prompt
 from dataset.tasks import get_task
 from embedding_cache import EmbeddingCache, cache_key
-from model import BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, QFormer
+from model import BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, PersonalizedLLM, QFormer
+from pplug import PPlug
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def build_model(cfg) -> BehavioralTwin:
-    """Load the encoders and the LLM named in `cfg` and assemble the model."""
+def build_history_encoder(cfg) -> BehavioralEncoder:
+    """The frozen history encoder with its on-disk embedding cache."""
     cache_dir = cfg.resolved_cache_dir()
     pooling = cfg.pooling or model_registry.default_pooling(cfg.encoder)
     encoder_path = model_registry.resolve_model_path(cfg.encoder, cache_dir)
-
-    history_backbone, tokenizer = model_registry.load_encoder(cfg.encoder, cache_dir)
+    backbone, tokenizer = model_registry.load_encoder(cfg.encoder, cache_dir)
     encoder_id = f"{cfg.encoder}@{model_registry.model_fingerprint(encoder_path)}"
     key = cache_key(encoder_id, pooling, cfg.max_item_tokens)
     cache = EmbeddingCache(cache_dir / "embeddings" / key,
                            meta={"encoder": encoder_id, "pooling": pooling, "max_length": cfg.max_item_tokens})
-    behavioral = BehavioralEncoder(history_backbone, tokenizer, pooling, cfg.max_item_tokens, cache)
+    return BehavioralEncoder(backbone, tokenizer, pooling, cfg.max_item_tokens, cache)
 
-    # The input encoder starts from the same weights but trains its top layers, so it is a copy.
-    input_backbone, input_tokenizer = model_registry.load_encoder(cfg.encoder, cache_dir)
-    input_encoder = InputEncoder(input_backbone, input_tokenizer, cfg.tune_layers, cfg.max_query_tokens,
-                                 pooling, cfg.input_output)
 
-    llm_model, llm_tokenizer, kind = model_registry.load_llm(cfg.llm, cache_dir, DTYPES[cfg.llm_dtype],
-                                                             cfg.trust_remote_code)
+def build_input_encoder(cfg, output: str) -> InputEncoder:
+    # It starts from the history encoder's weights but trains its top layers, so it is a copy.
+    backbone, tokenizer = model_registry.load_encoder(cfg.encoder, cfg.resolved_cache_dir())
+    pooling = cfg.pooling or model_registry.default_pooling(cfg.encoder)
+    return InputEncoder(backbone, tokenizer, cfg.tune_layers, cfg.max_query_tokens, pooling, output)
+
+
+def build_llm(cfg) -> FrozenLLM:
+    model, tokenizer, kind = model_registry.load_llm(cfg.llm, cfg.resolved_cache_dir(), DTYPES[cfg.llm_dtype],
+                                                     cfg.trust_remote_code)
     if cfg.gradient_checkpointing:
-        llm_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    llm = FrozenLLM(llm_model, llm_tokenizer, kind, cfg.instruction, cfg.max_input_tokens, cfg.max_target_tokens)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return FrozenLLM(model, tokenizer, kind, cfg.instruction, cfg.max_input_tokens, cfg.max_target_tokens,
+                     cfg.prompt_position)
 
+
+def build_model(cfg) -> PersonalizedLLM:
+    """Load the encoders and the LLM named in `cfg` and assemble `cfg.model`.
+
+    Trainable weights are initialised right after torch.manual_seed(cfg.seed), so they
+    depend on the seed alone, not on what was loaded before.
+    """
+    llm = build_llm(cfg)
+    if cfg.model in ("none", "rag"):  # rag differs in its inputs (retrieval_augmented), not its model
+        return NoPersonalization(llm)
+    if cfg.model == "prompt_tuning":
+        torch.manual_seed(cfg.seed)
+        return PromptTuning(llm, cfg.num_queries)
+    behavioral = build_history_encoder(cfg)
+    if cfg.model == "pplug":
+        input_encoder = build_input_encoder(cfg, "pooled")
+        torch.manual_seed(cfg.seed)
+        return PPlug(behavioral, input_encoder, llm, cfg.pplug_rescale)
+    input_encoder = build_input_encoder(cfg, cfg.input_output)
     hidden = behavioral.hidden_size
     if hidden % cfg.qformer_heads:
         raise ValueError(f"qformer_heads: {cfg.qformer_heads} does not divide the encoder width {hidden}")
-    torch.manual_seed(cfg.seed)  # the trainable init depends on the seed alone
+    torch.manual_seed(cfg.seed)
     qformer = QFormer(hidden, cfg.num_queries, cfg.qformer_layers, cfg.qformer_heads, cfg.qformer_dropout,
                       cfg.qformer_norm_first, cfg.qformer_init)
     return BehavioralTwin(behavioral, input_encoder, qformer, llm,
                           aggregator="mean" if cfg.model == "mean" else "qformer")
+
+
+def retrieval_augmented(cfg, sets: dict, llm: FrozenLLM) -> dict:
+    """The `rag` baseline's data: each question rewritten with its user's top `rag_k` items."""
+    tokenizer = llm.tokenizer
+    count = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    encoder = build_history_encoder(cfg) if cfg.retriever == "dense" else None
+    out = {}
+    for name, (dataset, golds) in sets.items():
+        task, examples = dataset.task, []
+        for example in tqdm(dataset.examples, desc=f"retrieving for {name} ({cfg.retriever})", leave=False):
+            profile = select_history(example.profile, cfg.max_history)
+            query, documents = task.retrieval_query(example.input), [task.retrieval_text(p) for p in profile]
+            if encoder is None:
+                ranking = bm25_ranking(query, documents)
+            else:
+                vectors = encoder.encode_texts([query] + documents)  # [1 + N, H]
+                ranking = dense_ranking(vectors[0], vectors[1:])
+            top = [profile[i] for i in ranking[:cfg.rag_k]]
+            prompt = rag_prompt(task, example.input, top, count, decode, cfg.max_input_tokens)
+            examples.append(dataclasses.replace(example, input=prompt))
+        out[name] = (LaMPDataset(examples, task, cfg.max_history), golds)
+    return out
 
 
 # Tasks that data_dir=embedded can generate: a classification and a generation task.

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 import config as config_lib
 
 # Settings that change the shape or meaning of the trainable weights.
-ARCHITECTURE_FIELDS = ("model", "encoder", "llm", "num_queries", "qformer_layers", "qformer_heads",
+ARCHITECTURE_FIELDS = ("model", "encoder", "llm", "prompt_position", "num_queries", "qformer_layers", "qformer_heads",
                        "qformer_norm_first", "tune_layers", "input_output")
 
 

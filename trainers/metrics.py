@@ -140,3 +140,19 @@ def task_metrics(task: TaskSpec, predictions: list[str], golds: list[str]) -> di
                              f"known metrics: {', '.join(METRIC_NAMES)}")
         results.update(METRIC_GROUPS[group](task, predictions, golds))
     return {name: results[name] for name in task.metrics}
+
+
+def example_scores(task: TaskSpec, predictions: list[str], golds: list[str]) -> list[float]:
+    """Per-example values of the task's first metric, for paired significance tests:
+    1/0 correctness (accuracy), absolute error (mae) or ROUGE-1 F-measure (rouge-1)."""
+    _check_lengths(predictions, golds)
+    primary = task.metrics[0]
+    if primary == "accuracy":
+        labels = task.labels or ()
+        return [float(label_index(p, labels) == label_index(g, labels) != -1) for p, g in zip(predictions, golds)]
+    if primary == "mae":
+        return [abs(rating_value(p, parse_rating(g)) - parse_rating(g)) for p, g in zip(predictions, golds)]
+    if primary == "rouge-1":
+        scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False)
+        return [scorer.score(g.strip(), p.strip())["rouge1"].fmeasure for p, g in zip(predictions, golds)]
+    raise ValueError(f"{task.name}: no per-example score for metric {primary!r}")

@@ -15,13 +15,17 @@ from dataset.lamp import LaMPFormatError, write_predictions
 from model import count_parameters
 from model_registry import ModelNotFoundError
 from trainers import checkpoint as ckpt
-from trainers.builder import build_model, load_datasets
+from pplug import HistoryDropAugmented
+from trainers.builder import build_model, load_datasets, retrieval_augmented
 from trainers.trainer import TaskSequentialTrainer, TrainingDivergedError
 
 # Errors that are the user's to fix: train.py prints their message, not a traceback.
 USER_ERRORS = (config_lib.ConfigError, ModelNotFoundError, LaMPFormatError, TrainingDivergedError,
                FileNotFoundError)
 
+MODEL_NAMES = {"twin": "Behavioral Twin", "pplug": "PPlug", "none": "frozen LLM, no personalization",
+               "rag": "frozen LLM + retrieved profile items", "prompt_tuning": "prompt tuning (no history)",
+               "mean": "mean of history embeddings"}
 CONTROL_NAMES = {"no_personalization": "frozen LLM, bare input (no history)",
                  "other_history": "trained model, another user's history"}
 
@@ -47,7 +51,7 @@ def results_table(metrics: dict, controls: dict, model_name: str) -> str:
     blocks = []
     for task, values in metrics.items():
         names = list(values)
-        rows = [(f"Behavioral Twin ({model_name})", values)]
+        rows = [(f"{MODEL_NAMES[model_name]} ({model_name})", values)]
         rows += [(CONTROL_NAMES[variant], control) for variant, control in controls.get(task, {}).items()]
         lines = [f"| {task} | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         lines += [f"| {label} | " + " | ".join(f"{row[m]:.4f}" for m in names) + " |" for label, row in rows]
@@ -71,20 +75,27 @@ def run(cfg) -> dict:
               f"({100 * trainable / (trainable + frozen):.2f}% trained)")
 
     eval_sets = load_datasets(cfg, cfg.eval_split, cfg.max_eval_examples)
-    train_sets = {} if cfg.mode == "eval_only" else load_datasets(cfg, cfg.train_split, cfg.max_train_examples)
+    trains = cfg.mode != "eval_only" and bool(model.trainable_parameters())
+    train_sets = load_datasets(cfg, cfg.train_split, cfg.max_train_examples) if trains else {}
+    if cfg.model == "rag":
+        eval_sets = retrieval_augmented(cfg, eval_sets, model.llm)
+    if cfg.model == "pplug" and cfg.pplug_augment:
+        train_sets = {name: (HistoryDropAugmented(dataset, cfg.pplug_augment, cfg.seed), golds)
+                      for name, (dataset, golds) in train_sets.items()}
     model.to(accelerator.device)
 
-    # Encode every distinct history text once, before training: the main process writes
-    # the cache, the others read it after it is done.
-    texts = sorted({t for sets in (train_sets, eval_sets) for dataset, _ in sets.values()
-                    for t in dataset.all_history_texts()})
-    encoder = model.behavioral_encoder
-    with accelerator.main_process_first():
-        if not main:
-            encoder.cache.reload()
-        encoder.encode_texts(texts, progress=main)
-        if main:
-            encoder.cache.flush()
+    if model.reads_history:
+        # Encode every distinct history text once, before training: the main process
+        # writes the cache, the others read it after it is done.
+        texts = sorted({t for sets in (train_sets, eval_sets) for dataset, _ in sets.values()
+                        for t in dataset.all_history_texts()})
+        encoder = model.behavioral_encoder
+        with accelerator.main_process_first():
+            if not main:
+                encoder.cache.reload()
+            encoder.encode_texts(texts, progress=main)
+            if main:
+                encoder.cache.flush()
 
     trainer = TaskSequentialTrainer(cfg, model, accelerator, run_dir, train_sets, eval_sets)
     if cfg.mode == "eval_only":
@@ -97,7 +108,7 @@ def run(cfg) -> dict:
         metrics = trainer.fit(Path(cfg.resume_from) if cfg.resume_from else None)
 
     controls: dict = {}
-    if cfg.controls:
+    if cfg.controls and model.reads_history:  # the controls take the history away; others never had it
         for task_name, (dataset, golds) in eval_sets.items():
             if golds:
                 controls[task_name] = {variant: trainer.evaluator.evaluate(model, dataset, dataset.task, golds, variant)[0]

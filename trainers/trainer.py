@@ -1,4 +1,4 @@
-"""TaskSequentialTrainer: trains a BehavioralTwin task by task (or all tasks mixed).
+"""TaskSequentialTrainer: trains a model (Behavioral Twin or a baseline) task by task or all mixed.
 
 A run is a list of phases: one per task in `sequential` mode, one over every task in
 `joint` mode. Each phase has its own AdamW and linear warm-up/decay schedule. The
@@ -98,6 +98,10 @@ class TaskSequentialTrainer:
             self.history = saved.get("history", [])
             self.log(f"resuming from {resume_checkpoint} at {position}")
 
+        if not self.raw_model.trainable_parameters():  # none / rag: a frozen LLM, nothing to fit
+            self.log("this model has no trainable parameters: evaluating only")
+            self.evaluate(list(self.eval_sets), phase=0, epoch=-1)
+            return self.final_metrics()
         for phase, tasks in enumerate(self.phases()):
             if phase < position["phase"]:
                 continue
