@@ -267,21 +267,38 @@ class QFormer(nn.Module):
 
 
 class PromptProjection(nn.Module):
-    """H -> D (Linear, GELU, LayerNorm), scaled to the RMS of the LLM's token embeddings.
+    """H -> D soft prompts: a learned base prompt plus a user-dependent residual.
 
-    A soft prompt far louder or quieter than real tokens is either ignored or drowns the
-    input (PPlug multiplies its persona vector by a large constant for T5 for this reason).
-    LayerNorm makes the output RMS ~1; `target_rms` then puts it at the LLM's own scale.
+        prompts = base + target_rms * W_out(LayerNorm(GELU(W_in h)))        [B, Q, D]
+
+    `base` [1, Q, D] starts as Q random rows of the LLM's own token-embedding table, so the
+    prompts start at the LLM's scale and in the region of real tokens; W_out starts at
+    zero. So at step 0 every user gets the same well-formed prompt, which the LLM learns to
+    use as fast as in prompt tuning, and the user-dependent part grows only along the
+    directions the loss rewards. Why not the seed's Linear-GELU-LayerNorm alone: its
+    LayerNorm gives every prompt full norm, so whatever in h does not matter (most of it, at
+    first) reaches the frozen LLM as loud per-user noise, and we measured that a frozen
+    SmolLM2 fed such prompts does not even learn the answer format in 160 steps.
+    `target_rms` (the RMS of the LLM's token embeddings) keeps the residual's learning
+    speed the same for LLMs whose embeddings live at very different scales (T5's are large).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, target_rms: float):
+    def __init__(self, in_dim: int, embedding_table: torch.Tensor, num_prompts: int):
         super().__init__()
+        out_dim = embedding_table.shape[1]
+        rows = torch.randint(0, embedding_table.shape[0], (num_prompts,))
+        self.base = nn.Parameter(embedding_table[rows].detach().float().clone().unsqueeze(0))  # [1, Q, D]
         self.fc = nn.Linear(in_dim, out_dim)
         self.norm = nn.LayerNorm(out_dim)
-        self.register_buffer("target_rms", torch.tensor(float(target_rms)), persistent=False)
+        self.out = nn.Linear(out_dim, out_dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        rms = embedding_table.detach().float().pow(2).mean().sqrt()
+        self.register_buffer("target_rms", rms, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(F.gelu(self.fc(x))) * self.target_rms
+        """x [B, Q, H] -> [B, Q, D]."""
+        return self.base + self.target_rms * self.out(self.norm(F.gelu(self.fc(x))))
 
 
 # ----------------------------------------------------------------------------- frozen LLM
@@ -471,7 +488,8 @@ class BehavioralTwin(PersonalizedLLM):
         if aggregator == "mean":  # the mean path never calls them: nothing of theirs may train
             freeze(self.input_encoder)
             freeze(self.qformer)
-        self.projection = PromptProjection(behavioral_encoder.hidden_size, llm.hidden_size, llm.embedding_rms)
+        self.projection = PromptProjection(behavioral_encoder.hidden_size, llm.model.get_input_embeddings().weight,
+                                           1 if aggregator == "mean" else qformer.num_queries)
 
     def soft_prompts(self, batch) -> torch.Tensor:
         """batch.history / batch.inputs -> [B, Q, D] (mean aggregator: [B, 1, D])."""
