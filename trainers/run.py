@@ -20,7 +20,7 @@ from trainers.trainer import TaskSequentialTrainer, TrainingDivergedError
 
 # Errors that are the user's to fix: train.py prints their message, not a traceback.
 USER_ERRORS = (config_lib.ConfigError, ModelNotFoundError, LaMPFormatError, TrainingDivergedError,
-               FileNotFoundError)
+               FileNotFoundError, ckpt.CheckpointError)
 
 CONTROL_NAMES = {"no_personalization": "frozen LLM, bare input (no history)",
                  "other_history": "trained model, another user's history"}
@@ -64,14 +64,15 @@ def run(cfg) -> dict:
         (run_dir / "predictions").mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", json.loads(config_lib.to_json(cfg)))
 
+    # Data first: a malformed file fails in seconds, not after a large LLM has loaded.
+    eval_sets = load_datasets(cfg, cfg.eval_split, cfg.max_eval_examples)
+    train_sets = {} if cfg.mode == "eval_only" else load_datasets(cfg, cfg.train_split, cfg.max_train_examples)
+
     model = build_model(cfg)
     trainable, frozen = count_parameters(model)
     if main:
         print(f"run folder: {run_dir}\nparameters: {trainable:,} trainable, {frozen:,} frozen "
               f"({100 * trainable / (trainable + frozen):.2f}% trained)")
-
-    eval_sets = load_datasets(cfg, cfg.eval_split, cfg.max_eval_examples)
-    train_sets = {} if cfg.mode == "eval_only" else load_datasets(cfg, cfg.train_split, cfg.max_train_examples)
     model.to(accelerator.device)
 
     # Encode every distinct history text once, before training: the main process writes
