@@ -230,8 +230,12 @@ def parse_overrides(args: list[str]) -> tuple[str | None, dict[str, str]]:
 
 
 def resolve_config(defaults: dict | None = None, config_file: str | None = None,
-                   overrides: dict | None = None) -> TrainConfig:
-    """dataclass defaults <- `defaults` (train.py's editable block) <- YAML file <- overrides."""
+                   overrides: dict | None = None, environ: typing.Mapping[str, str] | None = None) -> TrainConfig:
+    """dataclass defaults <- `defaults` (train.py's editable block) <- YAML file <- overrides.
+
+    The launch settings in `environ` (os.environ: what `accelerate launch` or torchrun set) are
+    checked against the result too, so a bad DeepSpeed setup fails before any model loads.
+    """
     problems: list[str] = []
     values: dict = {}
     layers = [("train.py defaults", defaults or {})]
@@ -240,7 +244,10 @@ def resolve_config(defaults: dict | None = None, config_file: str | None = None,
         if not path.exists():
             raise ConfigError(f"config file {config_file} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {config_file} is not UTF-8 text (byte offset {e.start}); "
+                              "save it as UTF-8") from e
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {config_file} is not valid YAML: {e}") from e
         if not isinstance(loaded, dict):
@@ -259,6 +266,7 @@ def resolve_config(defaults: dict | None = None, config_file: str | None = None,
                 values[key] = converted
     cfg = TrainConfig(**values)
     problems += find_problems(cfg)
+    problems += launch_problems(cfg, os.environ if environ is None else environ)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return cfg
@@ -288,6 +296,7 @@ def find_problems(cfg: TrainConfig) -> list[str]:
     need(not (cfg.models and cfg.mode == "eval_only"), "models: a comparison trains each model; use mode=sequential or joint")
     need(cfg.mode != "eval_only" or bool(cfg.resume_from), "resume_from: mode=eval_only needs a checkpoint to load")
     need(bool(cfg.tasks), "tasks: give at least one task, e.g. --tasks=LaMP-1")
+    p += task_problems(cfg.tasks)
     need(cfg.pooling in ("", "cls", "mean"), f"pooling: {cfg.pooling!r} must be '', 'cls' or 'mean'")
     need(cfg.input_output in ("tokens", "pooled"), f"input_output: {cfg.input_output!r} must be 'tokens' or 'pooled'")
     need(cfg.qformer_init in ("aligned", "random"), f"qformer_init: {cfg.qformer_init!r} must be 'aligned' or 'random'")
@@ -307,6 +316,133 @@ def find_problems(cfg: TrainConfig) -> list[str]:
         need(Path(cfg.data_dir).is_dir(), f"data_dir: {cfg.data_dir} is not a folder; download LaMP there or use 'embedded'")
     if cfg.resume_from:
         need(Path(cfg.resume_from).exists(), f"resume_from: {cfg.resume_from} does not exist")
+        if Path(cfg.resume_from).exists():
+            from trainers.checkpoint import checkpoint_problems  # imported late: it imports this module
+            p += [f"resume_from: {problem}" for problem in checkpoint_problems(cfg.resume_from, cfg)]
+    p += run_folder_problems(cfg)
+    return p
+
+
+def task_problems(tasks: list[str]) -> list[str]:
+    from dataset.tasks import TASKS, get_task
+    unknown = []
+    for name in tasks:
+        try:
+            get_task(name)
+        except ValueError:
+            unknown.append(name)
+    if not unknown:
+        return []
+    return [f"tasks: unknown task(s) {', '.join(map(repr, unknown))}; known tasks: {', '.join(sorted(TASKS))} "
+            "(e.g. --tasks=LaMP-1,LaMP-3)"]
+
+
+def run_folder_problems(cfg: TrainConfig) -> list[str]:
+    """A new run must not write into a folder that holds another run's results or checkpoints."""
+    if not cfg.run_name or (cfg.resume_from and cfg.mode != "eval_only"):
+        return []  # a timestamped name is new; a resumed run continues its own folder
+    folder = Path(cfg.out_dir) / cfg.run_name
+    results = ["checkpoints", "metrics.json", "metrics_history.json"]
+    found = [name for name in results if (folder / name).exists()]
+    if not found:
+        return []
+    return [f"run_name: {folder} already holds a run ({', '.join(found)}); continue it with "
+            f"--resume_from={folder}, or choose another run_name so nothing saved is overwritten"]
+
+
+# Accelerate passes a DeepSpeed setup to each process in these variables (accelerate launch
+# sets them from the accelerate config file), keyed here by that file's own names.
+DEEPSPEED_ENV = {"zero_stage": "ACCELERATE_DEEPSPEED_ZERO_STAGE",
+                 "gradient_accumulation_steps": "ACCELERATE_GRADIENT_ACCUMULATION_STEPS",
+                 "gradient_clipping": "ACCELERATE_GRADIENT_CLIPPING",
+                 "offload_optimizer_device": "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE",
+                 "offload_param_device": "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE"}
+_OFFLOAD_DEVICES = ("none", "cpu", "nvme")
+
+
+def deepspeed_settings(environ: typing.Mapping[str, str]) -> tuple[dict | None, str, list[str]]:
+    """-> (DeepSpeed settings or None when DeepSpeed is off, where they came from, problems reading them).
+
+    Settings come from the DeepSpeed JSON file when the accelerate config names one
+    (`deepspeed_config_file`), else from the accelerate config's `deepspeed_config` keys.
+    """
+    if environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() not in ("1", "true", "yes"):
+        return None, "", []
+    config_file = environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none")
+    if config_file == "none":
+        settings = {key: environ[name] for key, name in DEEPSPEED_ENV.items() if name in environ}
+        settings.setdefault("zero_stage", "2")  # accelerate's default
+        return settings, "the accelerate config's deepspeed_config", []
+    try:
+        data = json.loads(Path(config_file).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, config_file, [f"deepspeed_config_file: cannot read {config_file} as JSON ({e})"]
+    if not isinstance(data, dict) or not isinstance(data.get("zero_optimization", {}), dict):
+        return None, config_file, [f"deepspeed_config_file: {config_file} must be a JSON object with a "
+                                   '"zero_optimization" object']
+    zero = data.get("zero_optimization", {})
+    settings = {"zero_stage": zero.get("stage", 0),
+                "gradient_accumulation_steps": data.get("gradient_accumulation_steps", 1),
+                "gradient_clipping": data.get("gradient_clipping"),
+                "train_micro_batch_size_per_gpu": data.get("train_micro_batch_size_per_gpu"),
+                "train_batch_size": data.get("train_batch_size"),
+                "offload_optimizer_device": zero.get("offload_optimizer", {}).get("device", "none"),
+                "offload_param_device": zero.get("offload_param", {}).get("device", "none")}
+    return {k: v for k, v in settings.items() if v is not None}, config_file, []
+
+
+def _fixed(value) -> float | None:
+    """A DeepSpeed number, or None for 'auto' (accelerate fills it in from the run)."""
+    if value is None or str(value).lower() == "auto":
+        return None
+    return float(value)
+
+
+def launch_problems(cfg: TrainConfig, environ: typing.Mapping[str, str]) -> list[str]:
+    """DeepSpeed settings that contradict themselves or the run's settings.
+
+    DeepSpeed itself would only fail (or silently train differently) after the models have
+    loaded: it steps the optimizer every `gradient_accumulation_steps` micro-batches and clips
+    with its own `gradient_clipping`, ignoring grad_accum and max_grad_norm.
+    """
+    ds, source, problems = deepspeed_settings(environ)
+    if ds is None:
+        return problems
+    p: list[str] = []
+    where = f"DeepSpeed ({source})"
+    try:
+        stage = int(ds["zero_stage"])
+        accum, micro, total, clip = (_fixed(ds.get(k)) for k in ("gradient_accumulation_steps",
+                                     "train_micro_batch_size_per_gpu", "train_batch_size", "gradient_clipping"))
+    except (TypeError, ValueError) as e:
+        return [f"{where}: a setting is not a number ({e})"]
+    offload_optimizer = str(ds.get("offload_optimizer_device", "none")).lower()
+    offload_param = str(ds.get("offload_param_device", "none")).lower()
+    world = int(environ.get("WORLD_SIZE", "1"))
+
+    if stage not in (0, 1, 2, 3):
+        p.append(f"{where}: zero_stage {stage} does not exist; use 0, 1, 2 or 3")
+    for name, device in (("offload_optimizer_device", offload_optimizer), ("offload_param_device", offload_param)):
+        if device not in _OFFLOAD_DEVICES:
+            p.append(f"{where}: {name} {device!r} must be one of {', '.join(_OFFLOAD_DEVICES)}")
+    if offload_param != "none" and stage != 3:
+        p.append(f"{where}: offload_param_device={offload_param} needs zero_stage 3 (only ZeRO-3 partitions "
+                 f"parameters), got zero_stage {stage}; set zero_stage: 3 or offload_param_device: none")
+    if offload_optimizer != "none" and stage == 0:
+        p.append(f"{where}: offload_optimizer_device={offload_optimizer} needs zero_stage 1, 2 or 3, got 0")
+    if accum is not None and accum != cfg.grad_accum:
+        p.append(f"{where}: gradient_accumulation_steps is {accum:g} but grad_accum is {cfg.grad_accum}; "
+                 "DeepSpeed steps the optimizer on its own count, so set both to the same value")
+    if micro is not None and micro != cfg.batch_size:
+        p.append(f"{where}: train_micro_batch_size_per_gpu is {micro:g} but batch_size is {cfg.batch_size}; "
+                 "set both to the same value (or the DeepSpeed one to \"auto\")")
+    if total is not None and total != cfg.batch_size * cfg.grad_accum * world:
+        p.append(f"{where}: train_batch_size is {total:g} but batch_size {cfg.batch_size} x grad_accum "
+                 f"{cfg.grad_accum} x {world} processes = {cfg.batch_size * cfg.grad_accum * world}; "
+                 "fix one of them (or set train_batch_size to \"auto\")")
+    if clip is not None and clip != cfg.max_grad_norm:
+        p.append(f"{where}: gradient_clipping is {clip:g} but max_grad_norm is {cfg.max_grad_norm:g}; DeepSpeed "
+                 "clips with its own value, so set both to the same value")
     return p
 
 

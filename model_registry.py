@@ -13,13 +13,16 @@ Nothing is ever downloaded; a name that cannot be found raises
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +41,7 @@ from transformers import (
 
 
 class ModelNotFoundError(ValueError):
-    """A model name could not be resolved to local files."""
+    """A model name could not be resolved to local files that load safely."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,15 @@ def _converted_gguf_dir(alias: str, entry: EmbeddedModel, cache_dir: Path) -> Pa
     return final
 
 
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def _close_aliases(name: str) -> str:
+    close = difflib.get_close_matches(name.strip().lower(), list(EMBEDDED_ALIASES), n=2, cutoff=0.6)
+    return f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
 def _resolve_hub_name(name: str) -> Path:
     """Find a Hub model in the local Hugging Face cache, never downloading."""
     try:
@@ -155,7 +167,7 @@ def _resolve_hub_name(name: str) -> Path:
         raise ModelNotFoundError(
             f"Model '{name}' was not found: it is not an embedded alias "
             f"({_alias_list()}), not an existing local directory, and not in the "
-            f"local Hugging Face cache ({hf_constants.HF_HUB_CACHE}). Pass a local "
+            f"local Hugging Face cache ({hf_constants.HF_HUB_CACHE}).{_close_aliases(name)} Pass a local "
             f"model directory or one of the aliases, or download it first with "
             f"`huggingface-cli download {name}` on a machine with internet "
             f"(set HF_HOME or HF_HUB_CACHE if the cache lives elsewhere)."
@@ -188,6 +200,12 @@ def resolve_model_path(name: str, cache_dir: str | Path) -> Path:
         return path
 
     local = Path(name).expanduser()
+    if not local.exists() and _looks_like_path(name):
+        # "org/model" is a hub name; "./x", "/x", "~/x" or "a/b/c" can only mean a folder.
+        parent = next((p for p in local.absolute().parents if p.is_dir()), None)
+        raise ModelNotFoundError(
+            f"Model folder '{name}' does not exist (the nearest existing folder is '{parent}'). Pass the folder "
+            f"written by save_pretrained, a hub name already in the local cache, or an alias ({_alias_list()}).")
     if local.exists():
         if not local.is_dir():
             raise ModelNotFoundError(f"'{name}' is a file; pass the model directory that contains config.json.")
@@ -213,15 +231,42 @@ def default_pooling(name: str) -> str:
     return "mean"
 
 
+@contextmanager
+def _refused_loads(path: Path) -> Iterator[None]:
+    """Turn the loads that transformers refuses for safety into errors that say what to do.
+
+    Both refusals happen before anything from the folder runs: custom code needs
+    trust_remote_code, and pickled weights go through torch.load(weights_only=True).
+    """
+    try:
+        yield
+    except pickle.UnpicklingError as exc:
+        raise ModelNotFoundError(
+            f"The weights in '{path}' are a pickle that cannot be loaded safely (torch.load with "
+            f"weights_only=True refused it); nothing in it was run. Use a safetensors copy of the model, "
+            f"or convert the file on a machine where you trust it."
+        ) from exc
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc):
+            raise
+        raise ModelNotFoundError(
+            f"The model folder '{path}' ships its own Python code (auto_map in config.json), which was not "
+            f"run because trust_remote_code is off. Read that code; if you trust it, run with "
+            f"--trust_remote_code=true."
+        ) from exc
+
+
 def load_encoder(name: str, cache_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a bare encoder (``AutoModel``) and its tokenizer, in eval mode, in float32.
+    """Load a bare encoder (``AutoModel``) and its tokenizer, in eval mode, in float32, never
+    with remote code.
 
     float32 whatever the checkpoint was saved in: the input encoder's top layers train,
     and AdamW updates on half-precision weights lose most of their bits.
     """
     path = resolve_model_path(name, cache_dir)
-    model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    with _refused_loads(path):
+        model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model.eval()
     return model, tokenizer
 
@@ -239,13 +284,14 @@ def load_llm(
     (``AutoModelForCausalLM``).
     """
     path = resolve_model_path(name, cache_dir)
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
-    kind = "encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "decoder"
-    model_cls = AutoModelForSeq2SeqLM if kind == "encoder-decoder" else AutoModelForCausalLM
-    model = model_cls.from_pretrained(
-        path, config=config, dtype=dtype, trust_remote_code=trust_remote_code, local_files_only=True
-    )
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+    with _refused_loads(path):
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+        kind = "encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "decoder"
+        model_cls = AutoModelForSeq2SeqLM if kind == "encoder-decoder" else AutoModelForCausalLM
+        model = model_cls.from_pretrained(
+            path, config=config, dtype=dtype, trust_remote_code=trust_remote_code, local_files_only=True
+        )
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
     if kind == "decoder" and tokenizer.pad_token is None:
         # Batched scoring needs padding; many decoder tokenizers ship without a
         # pad token, and reusing EOS avoids resizing the frozen embeddings.

@@ -1,9 +1,32 @@
-"""Tests import the project's top-level modules and the tiny-model builders."""
+"""Tests import the project's top-level modules and the tiny-model builders.
+
+Shared fixtures: a small generated LaMP-1 task and tiny models saved as model folders.
+"""
 
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 for path in (ROOT, ROOT / "tests"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
+
+
+@pytest.fixture(scope="module")
+def lamp_dir(tmp_path_factory):
+    """LaMP-1 in the official layout: 24 train, 8 dev and 4 test questions."""
+    from dataset.embedded import generate_embedded_lamp1
+    return generate_embedded_lamp1(tmp_path_factory.mktemp("data"), seed=3, n_train=24, n_dev=8, n_test=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dirs(tmp_path_factory):
+    """Folders bert/, llama/ and t5/ written by save_pretrained, as a user would pass them."""
+    from tiny_models import tiny_bert, tiny_llama, tiny_t5
+    root = tmp_path_factory.mktemp("models")
+    for name, (model, tokenizer) in {"bert": tiny_bert(), "llama": tiny_llama(), "t5": tiny_t5()}.items():
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    return root

@@ -13,7 +13,7 @@ from dataset.tasks import get_task
 from model import BehavioralEncoder, FrozenLLM, InputEncoder
 from pplug import HistoryDropAugmented, PPlug, pplug_query
 from test_model import HISTORY, INPUTS, TARGETS, build_twin
-from test_training import lamp_dir, run_script, tiny_model_dirs  # noqa: F401  (pytest fixtures)
+from test_training import run_script
 from tiny_models import tiny_bert, tiny_llama, tiny_t5
 from trainers.compare import mcnemar_p, paired_bootstrap_p
 

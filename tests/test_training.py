@@ -1,4 +1,7 @@
-"""The training loop on tiny models: checkpoints, exact resume, NaN handling, whole script runs."""
+"""The training loop on tiny models: checkpoints, exact resume, NaN handling, whole script runs.
+
+The `lamp_dir` and `tiny_model_dirs` fixtures are in conftest.py.
+"""
 
 import json
 
@@ -15,15 +18,9 @@ from dataset.embedded_style import generate_embedded_lamp7
 from dataset.lamp import load_split
 from dataset.tasks import get_task
 from test_model import build_twin
-from tiny_models import tiny_bert, tiny_llama, tiny_t5
 from trainers import checkpoint as ckpt
 from trainers.builder import data_root
 from trainers.trainer import TaskSequentialTrainer, TrainingDivergedError
-
-
-@pytest.fixture(scope="module")
-def lamp_dir(tmp_path_factory):
-    return generate_embedded_lamp1(tmp_path_factory.mktemp("data"), seed=3, n_train=24, n_dev=8, n_test=4)
 
 
 def datasets(root, split, limit):
@@ -110,27 +107,16 @@ def test_nan_loss_stops_and_names_the_step_and_last_checkpoint(tmp_path, lamp_di
     assert ckpt.find_checkpoint(tmp_path / "run").name == "step-00000002"
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    bert, bert_tok = tiny_bert()
-    bert.save_pretrained(root / "bert")
-    bert_tok.save_pretrained(root / "bert")
-    llm, llm_tok = tiny_llama()
-    llm.save_pretrained(root / "llama")
-    llm_tok.save_pretrained(root / "llama")
-    t5, t5_tok = tiny_t5()
-    t5.save_pretrained(root / "t5")
-    t5_tok.save_pretrained(root / "t5")
-    return root
-
-
-def run_script(tmp_path, tiny_model_dirs, lamp_dir, *extra):
-    args = [f"--encoder={tiny_model_dirs / 'bert'}", f"--llm={tiny_model_dirs / 'llama'}",
+def script_args(tmp_path, tiny_model_dirs, lamp_dir, *extra) -> list[str]:
+    """train.py arguments for a small run on the tiny models; later flags override earlier ones."""
+    return [f"--encoder={tiny_model_dirs / 'bert'}", f"--llm={tiny_model_dirs / 'llama'}",
             f"--data_dir={lamp_dir}", f"--out_dir={tmp_path}", f"--cache_dir={tmp_path / 'cache'}",
             "--qformer_heads=4", "--batch_size=4", "--max_train_examples=12", "--max_eval_examples=6",
             "--save_every=0", "--log_every=1", *extra]
-    return train.main(args)
+
+
+def run_script(tmp_path, tiny_model_dirs, lamp_dir, *extra):
+    return train.main(script_args(tmp_path, tiny_model_dirs, lamp_dir, *extra))
 
 
 def test_whole_script_trains_writes_results_and_evaluates_a_checkpoint(tmp_path, tiny_model_dirs, lamp_dir):

@@ -9,9 +9,14 @@
         config.json             the resolved config the run was started with
     <run>/checkpoints/latest    name of the newest complete checkpoint
 
-Everything is safetensors or JSON: loading never unpickles, so a checkpoint cannot run
-code. A checkpoint is written under a temporary name and renamed when complete, so a
-crash mid-write leaves the previous one intact and `latest` pointing at it.
+Everything is safetensors or JSON: loading never unpickles, and only the files above are
+ever opened, so a checkpoint cannot run code whatever else its folder holds.
+
+Crash safety: a checkpoint is written under a hidden temporary name and renamed when
+complete; a checkpoint being replaced or pruned is first renamed to a hidden trash name.
+So at every instant each `step-*` folder is complete, and a process killed at any point
+(SIGKILL included) leaves `latest` or the newest `step-*` folder loadable. The next save
+removes the hidden leftovers of an interrupted one.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ import json
 import os
 import random
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 import config as config_lib
@@ -31,6 +38,13 @@ import config as config_lib
 # Settings that change the shape or meaning of the trainable weights.
 ARCHITECTURE_FIELDS = ("model", "encoder", "llm", "prompt_position", "num_queries", "qformer_layers", "qformer_heads",
                        "qformer_norm_first", "tune_layers", "input_output")
+TENSOR_FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors")
+JSON_FILES = ("optimizer.json", "state.json", "config.json")
+CHECKPOINT_FILES = TENSOR_FILES + JSON_FILES
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is damaged, cannot be written, or does not fit the run's settings or model."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -42,7 +56,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    with open(path, "w") as f:
+    with open(path, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -70,15 +84,35 @@ def set_rng_state(tensors: dict[str, torch.Tensor], plain: dict) -> None:
     np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
+# --- writing ---------------------------------------------------------------------------------------------
+
 def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict, cfg, keep: int = 2) -> Path:
-    """Write checkpoints/step-<global step> atomically and point `latest` at it."""
+    """Write checkpoints/step-<global step> atomically, point `latest` at it, prune old ones.
+
+    A failed write (a full disk) raises CheckpointError and leaves the previous checkpoint
+    as it was.
+    """
     folder = Path(run_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(folder)
     name = f"step-{state['global_step']:08d}"
     final, tmp = folder / name, folder / f".{name}.tmp-{os.getpid()}"
+    try:
+        _write_files(tmp, model, optimizer, scheduler, state, cfg)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = _newest_complete(folder)
+        kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+        raise CheckpointError(f"could not write checkpoint {final}: {error}. Nothing was replaced: {kept}. "
+                              f"Free disk space, then continue with --resume_from={run_dir}.") from error
+    _publish(folder, tmp, final)
+    _prune(folder, keep, newest=name)
+    return final
+
+
+def _write_files(tmp: Path, model, optimizer, scheduler, state: dict, cfg) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-
     save_file(model.trainable_state_dict(), str(tmp / "trainable.safetensors"))
     opt = optimizer.state_dict()
     moments = {f"state.{i}.{k}": v.detach().cpu().contiguous().reshape(v.shape)
@@ -95,17 +129,55 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict, cfg
             os.fsync(handle.fileno())
     _fsync_dir(tmp)
 
-    if final.exists():  # a resumed run re-saving the same step
-        shutil.rmtree(final)
+
+def _publish(folder: Path, tmp: Path, final: Path) -> None:
+    """Rename the complete `tmp` to `final` and point `latest` at it."""
+    trash = None
+    if final.exists():  # a resumed run re-saving the same step: move the old one aside atomically
+        trash = _to_trash(final)
     os.replace(tmp, final)
     latest_tmp = folder / f".latest.tmp-{os.getpid()}"
-    _write_text(latest_tmp, name)
+    _write_text(latest_tmp, final.name)
     os.replace(latest_tmp, folder / "latest")
     _fsync_dir(folder)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
 
-    for old in sorted(p for p in folder.glob("step-*") if p.is_dir())[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+
+def _prune(folder: Path, keep: int, newest: str) -> None:
+    """Delete all but the `keep` newest checkpoints; `newest` (just written) always stays."""
+    others = sorted(p for p in folder.glob("step-*") if p.is_dir() and p.name != newest)
+    for old in others[:max(0, len(others) - (keep - 1))]:
+        # Renamed first, so a kill during the deletion never leaves a half-deleted step-* folder.
+        shutil.rmtree(_to_trash(old), ignore_errors=True)
+
+
+def _to_trash(path: Path) -> Path:
+    trash = path.with_name(f".{path.name}.trash-{os.getpid()}")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(path, trash)
+    return trash
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Hidden temporary and trash entries of an interrupted save (one writer per run folder)."""
+    for leftover in folder.glob(".*"):
+        if ".tmp-" in leftover.name or ".trash-" in leftover.name:
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+
+# --- finding and checking --------------------------------------------------------------------------------
+
+def _is_complete(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in CHECKPOINT_FILES)
+
+
+def _newest_complete(folder: Path) -> Path | None:
+    complete = [p for p in sorted(folder.glob("step-*")) if p.is_dir() and _is_complete(p)]
+    return complete[-1] if complete else None
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -113,42 +185,156 @@ def find_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if (path / "trainable.safetensors").exists():
         return path
-    latest = path / "checkpoints" / "latest"
+    folder = path / "checkpoints"
+    latest = folder / "latest"
     if latest.exists():
-        checkpoint = path / "checkpoints" / latest.read_text().strip()
-        if (checkpoint / "trainable.safetensors").exists():
+        checkpoint = folder / latest.read_text(encoding="utf-8", errors="replace").strip()
+        if _is_complete(checkpoint):
             return checkpoint
-    found = sorted(path.glob("checkpoints/step-*/trainable.safetensors"))
-    if found:
-        return found[-1].parent
+    newest = _newest_complete(folder) if folder.is_dir() else None
+    if newest is not None:
+        if latest.exists():  # our writes never do this; someone deleted or damaged files
+            warnings.warn(f"{latest} names {checkpoint.name}, which is missing or incomplete; "
+                          f"using the newest complete checkpoint, {newest}", stacklevel=2)
+        return newest
     raise FileNotFoundError(f"resume_from: no checkpoint in {path} (expected trainable.safetensors, "
                             "or a run folder with checkpoints/latest)")
 
 
+def damage(checkpoint: Path) -> list[str]:
+    """What makes `checkpoint` unloadable (missing or unreadable files); [] when it is sound.
+
+    Reads only the safetensors headers and the JSON files, so it is cheap for any model size.
+    """
+    problems = []
+    for name in CHECKPOINT_FILES:
+        path = checkpoint / name
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+            continue
+        try:
+            if name in TENSOR_FILES:
+                with safe_open(str(path), framework="pt"):
+                    pass
+            else:
+                _read_json(path)
+        except CheckpointError as error:
+            problems.append(str(error))
+        except (SafetensorError, OSError) as error:
+            problems.append(f"{path} is not a readable safetensors file ({error})")
+    return problems
+
+
+def checkpoint_problems(path: str | Path, cfg) -> list[str]:
+    """Why `path` cannot be resumed or evaluated with `cfg`: for config validation, before anything is written."""
+    try:
+        checkpoint = find_checkpoint(path)
+    except FileNotFoundError as error:
+        return [str(error).removeprefix("resume_from: ")]
+    problems = damage(checkpoint)
+    if problems:
+        return problems + [_earlier_advice(checkpoint)]
+    diffs = architecture_diffs(checkpoint, cfg)
+    if diffs:
+        return [_incompatible_message(checkpoint, diffs)]
+    return []
+
+
+def architecture_diffs(checkpoint: Path, cfg) -> list[str]:
+    saved = _saved_config(checkpoint)
+    return [f"{k}: checkpoint {getattr(saved, k)!r} vs now {getattr(cfg, k)!r}"
+            for k in ARCHITECTURE_FIELDS if getattr(saved, k) != getattr(cfg, k)]
+
+
 def check_compatible(checkpoint: Path, cfg) -> None:
     """Refuse a checkpoint whose architecture settings differ from `cfg`, naming each one."""
-    saved = config_lib.from_json((checkpoint / "config.json").read_text(), str(checkpoint / "config.json"))
-    diffs = [f"{k}: checkpoint {getattr(saved, k)!r} vs now {getattr(cfg, k)!r}"
-             for k in ARCHITECTURE_FIELDS if getattr(saved, k) != getattr(cfg, k)]
+    diffs = architecture_diffs(checkpoint, cfg)
     if diffs:
-        raise ValueError(f"checkpoint {checkpoint} was trained with other settings:\n  - " + "\n  - ".join(diffs)
-                         + f"\nrun with the checkpoint's settings (see {checkpoint / 'config.json'}).")
+        raise CheckpointError(_incompatible_message(checkpoint, diffs))
+
+
+def _incompatible_message(checkpoint: Path, diffs: list[str]) -> str:
+    return (f"checkpoint {checkpoint} was trained with other settings ({'; '.join(diffs)}); "
+            f"run with the checkpoint's settings (see {checkpoint / 'config.json'}).")
+
+
+def _earlier_advice(checkpoint: Path) -> str:
+    earlier = [p.name for p in sorted(checkpoint.parent.glob("step-*")) if p != checkpoint and _is_complete(p)]
+    if not earlier:
+        return f"checkpoint {checkpoint} is damaged and no earlier checkpoint is left; start the run again"
+    return (f"checkpoint {checkpoint} is damaged; resume from an earlier one with "
+            f"--resume_from={checkpoint.parent / earlier[-1]}")
+
+
+def unexpected_files(checkpoint: Path) -> list[str]:
+    return sorted(p.name for p in checkpoint.iterdir() if p.name not in CHECKPOINT_FILES)
+
+
+def _warn_unexpected(checkpoint: Path) -> None:
+    extra = unexpected_files(checkpoint)
+    if extra:
+        warnings.warn(f"checkpoint {checkpoint} holds files that are not part of a checkpoint: "
+                      f"{', '.join(extra)}. They are ignored (never opened or run).", stacklevel=3)
+
+
+# --- loading ---------------------------------------------------------------------------------------------
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path} is not valid UTF-8 JSON ({error})") from error
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({error}); "
+                              + _earlier_advice(path.parent)) from error
+
+
+def _saved_config(checkpoint: Path):
+    path = checkpoint / "config.json"
+    try:
+        return config_lib.from_json(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, config_lib.ConfigError) as error:
+        raise CheckpointError(f"{path} cannot be read as a run config ({error})") from error
 
 
 def load_weights(checkpoint: Path, model) -> None:
-    model.load_trainable_state_dict(load_file(str(checkpoint / "trainable.safetensors")))
+    """Load the trainable weights; a model of another shape (e.g. another LLM width) is refused by name."""
+    _warn_unexpected(checkpoint)
+    state = _load_tensors(checkpoint / "trainable.safetensors")
+    try:
+        model.load_trainable_state_dict(state)
+    except ValueError as error:
+        saved = _saved_config(checkpoint)
+        raise CheckpointError(
+            f"checkpoint {checkpoint} does not fit the model built now: {error}. The shapes differ because the "
+            f"encoder or LLM now has another width than when it was trained (encoder={saved.encoder!r}, "
+            f"llm={saved.llm!r}); use the models it was trained with.") from error
+
+
+def read_state(checkpoint: Path) -> dict:
+    """The saved position and history (state.json)."""
+    return _read_json(checkpoint / "state.json")
 
 
 def load_training_state(checkpoint: Path, optimizer, scheduler) -> dict:
     """Restore optimizer, scheduler and RNG; return the saved position (state.json)."""
-    moments = load_file(str(checkpoint / "optimizer.safetensors"))
-    saved = json.loads((checkpoint / "optimizer.json").read_text())
+    moments = _load_tensors(checkpoint / "optimizer.safetensors")
+    saved = _read_json(checkpoint / "optimizer.json")
     state: dict[int, dict] = {}
     for key, value in moments.items():
         _, index, name = key.split(".", 2)
         state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
-    scheduler.load_state_dict(saved["scheduler"])
-    position = json.loads((checkpoint / "state.json").read_text())
-    set_rng_state(load_file(str(checkpoint / "rng.safetensors")), position.pop("rng"))
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+        scheduler.load_state_dict(saved["scheduler"])
+    except (KeyError, ValueError) as error:
+        raise CheckpointError(f"{checkpoint / 'optimizer.json'}: optimizer state does not fit this run "
+                              f"({error}); {_earlier_advice(checkpoint)}") from error
+    position = read_state(checkpoint)
+    set_rng_state(_load_tensors(checkpoint / "rng.safetensors"), position.pop("rng"))
     return position

@@ -125,6 +125,8 @@ def compare(cfg) -> dict:
                 print(f"reusing {run_dir} (delete it to run it again)")
                 metrics = json.loads((run_dir / "metrics.json").read_text())
             else:
+                if (run_dir / "checkpoints" / "latest").exists():  # stopped mid-training: continue it
+                    run_cfg = dataclasses.replace(run_cfg, resume_from=str(run_dir))
                 print(f"\n=== {model}, seed {seed} ===", flush=True)
                 metrics = run(run_cfg)
             for task, values in metrics.items():

@@ -21,7 +21,7 @@ from trainers.trainer import TaskSequentialTrainer, TrainingDivergedError
 
 # Errors that are the user's to fix: train.py prints their message, not a traceback.
 USER_ERRORS = (config_lib.ConfigError, ModelNotFoundError, LaMPFormatError, TrainingDivergedError,
-               FileNotFoundError)
+               FileNotFoundError, ckpt.CheckpointError)
 
 MODEL_NAMES = {"twin": "Behavioral Twin", "pplug": "PPlug", "none": "frozen LLM, no personalization",
                "rag": "frozen LLM + retrieved profile items", "prompt_tuning": "prompt tuning (no history)",
@@ -68,15 +68,17 @@ def run(cfg) -> dict:
         (run_dir / "predictions").mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", json.loads(config_lib.to_json(cfg)))
 
+    # Data first: a malformed file fails in seconds, not after a large LLM has loaded.
+    eval_sets = load_datasets(cfg, cfg.eval_split, cfg.max_eval_examples)
+    train_sets = {} if cfg.mode == "eval_only" else load_datasets(cfg, cfg.train_split, cfg.max_train_examples)
+
     model = build_model(cfg)
     trainable, frozen = count_parameters(model)
     if main:
         print(f"run folder: {run_dir}\nparameters: {trainable:,} trainable, {frozen:,} frozen "
               f"({100 * trainable / (trainable + frozen):.2f}% trained)")
-
-    eval_sets = load_datasets(cfg, cfg.eval_split, cfg.max_eval_examples)
-    trains = cfg.mode != "eval_only" and bool(model.trainable_parameters())
-    train_sets = load_datasets(cfg, cfg.train_split, cfg.max_train_examples) if trains else {}
+    if not model.trainable_parameters():  # none / rag: nothing to train on
+        train_sets = {}
     if cfg.model == "rag":
         eval_sets = retrieval_augmented(cfg, eval_sets, model.llm)
     if cfg.model == "pplug" and cfg.pplug_augment:

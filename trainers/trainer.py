@@ -10,7 +10,6 @@ resumed run skips exactly the batches it had already seen and continues bit for 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from pathlib import Path
@@ -93,7 +92,7 @@ class TaskSequentialTrainer:
         if resume_checkpoint is not None:
             ckpt.check_compatible(resume_checkpoint, cfg)
             ckpt.load_weights(resume_checkpoint, self.raw_model)
-            saved = json.loads((resume_checkpoint / "state.json").read_text())
+            saved = ckpt.read_state(resume_checkpoint)
             position = {k: saved[k] for k in position}
             self.history = saved.get("history", [])
             self.log(f"resuming from {resume_checkpoint} at {position}")
@@ -142,18 +141,18 @@ class TaskSequentialTrainer:
             with contextlib.nullcontext() if sync else acc.no_sync(self.model):
                 loss = self.model(batch)
                 if not torch.isfinite(loss.detach()):
-                    latest = self.run_dir / "checkpoints" / "latest"
-                    kept = latest.read_text().strip() if latest.exists() else "none yet"
-                    raise TrainingDivergedError(
-                        f"loss became {loss.item()} at optimizer step {position['global_step'] + 1} "
-                        f"(task {'+'.join(tasks)}, epoch {epoch + 1}); training stopped. Last good checkpoint: "
-                        f"{kept}. Lower lr, raise warmup_ratio or use float32.")
+                    raise self.diverged(f"loss became {loss.item()}", position["global_step"] + 1, tasks, epoch)
                 acc.backward(loss / cfg.grad_accum)
             running.append(loss.detach().float().item())
             if not sync:
                 continue
             if cfg.max_grad_norm > 0:
-                acc.clip_grad_norm_(self.raw_model.trainable_parameters().values(), cfg.max_grad_norm)
+                norm = acc.clip_grad_norm_(self.raw_model.trainable_parameters().values(), cfg.max_grad_norm)
+                # A finite loss can still give inf gradients; stepping on them would poison the weights.
+                # (The norm is taken after the all-reduce, so every rank stops at the same step.)
+                if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
+                    raise self.diverged(f"gradient norm became {float(norm)}", position["global_step"] + 1,
+                                        tasks, epoch)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -171,7 +170,22 @@ class TaskSequentialTrainer:
                 self.save(optimizer, scheduler, position)
         bar.close()
 
+    def diverged(self, what: str, step: int, tasks: list[str], epoch: int | None = None) -> TrainingDivergedError:
+        """The error that stops a diverged run; it names the step and the checkpoint to go back to."""
+        latest = self.run_dir / "checkpoints" / "latest"
+        kept = latest.parent / latest.read_text().strip() if latest.exists() else "none yet"
+        return TrainingDivergedError(
+            f"{what} at optimizer step {step} (task {'+'.join(tasks)}"
+            f"{'' if epoch is None else f', epoch {epoch + 1}'}); training stopped. "
+            f"Last good checkpoint: {kept}. Lower lr, raise warmup_ratio or use float32.")
+
     def save(self, optimizer, scheduler, position: dict) -> None:
+        # Never write non-finite weights over a good checkpoint (a huge step can overflow them
+        # while the loss and gradients were still finite). Ranks hold identical weights, so all
+        # of them stop here together.
+        if not all(torch.isfinite(p).all() for p in self.raw_model.trainable_parameters().values()):
+            raise self.diverged("trainable weights became non-finite", position["global_step"],
+                                self.phases()[position["phase"]])
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             ckpt.save_checkpoint(self.run_dir, self.raw_model, optimizer, scheduler,
