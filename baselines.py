@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model import FrozenLLM, PersonalizedLLM
+from model import FrozenLLM, PersonalizedLLM, random_token_embeddings
 
 
 class NoPersonalization(PersonalizedLLM):
@@ -38,9 +38,8 @@ class PromptTuning(PersonalizedLLM):
 
     def __init__(self, llm: FrozenLLM, num_prompts: int):
         super().__init__(llm)
-        table = llm.model.get_input_embeddings().weight
-        rows = torch.randint(0, table.shape[0], (num_prompts,))
-        self.prompts = nn.Parameter(table[rows].detach().float().clone().unsqueeze(0))  # [1, Q, D]
+        self.prompts = nn.Parameter(random_token_embeddings(llm.model.get_input_embeddings().weight,
+                                                            num_prompts))  # [1, Q, D]
 
     def soft_prompts(self, batch) -> torch.Tensor:
         return self.prompts.expand(len(batch.inputs), -1, -1)  # [B, Q, D]

@@ -53,6 +53,13 @@ def transformer_layers(backbone: nn.Module) -> nn.ModuleList:
     raise ValueError(f"cannot find the transformer layers of {type(backbone).__name__}")
 
 
+def random_token_embeddings(embedding_table: torch.Tensor, count: int) -> torch.Tensor:
+    """[1, count, D] copies of random rows of an LLM's token-embedding table: soft prompts
+    that start at the LLM's own scale and among real tokens (Lester et al. 2021)."""
+    rows = torch.randint(0, embedding_table.shape[0], (count,))
+    return embedding_table[rows].detach().float().clone().unsqueeze(0)
+
+
 def pad_stack(rows: list[torch.Tensor], pad_left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad variable-length [L_i, D] tensors to [N, L, D] with a bool mask [N, L]."""
     length = max(r.shape[0] for r in rows)
@@ -286,8 +293,7 @@ class PromptProjection(nn.Module):
     def __init__(self, in_dim: int, embedding_table: torch.Tensor, num_prompts: int):
         super().__init__()
         out_dim = embedding_table.shape[1]
-        rows = torch.randint(0, embedding_table.shape[0], (num_prompts,))
-        self.base = nn.Parameter(embedding_table[rows].detach().float().clone().unsqueeze(0))  # [1, Q, D]
+        self.base = nn.Parameter(random_token_embeddings(embedding_table, num_prompts))  # [1, Q, D]
         self.fc = nn.Linear(in_dim, out_dim)
         self.norm = nn.LayerNorm(out_dim)
         self.out = nn.Linear(out_dim, out_dim)

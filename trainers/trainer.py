@@ -27,11 +27,15 @@ class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+NO_DECAY = {"query_tokens", "base", "prompts"}  # parameter names of learned vectors
+
+
 def make_optimizer(model, cfg) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; no weight decay on norms, biases and queries."""
+    """AdamW over the trainable parameters; no weight decay on norms, biases, queries and
+    soft-prompt vectors (they are embeddings, not weights to shrink)."""
     decay, no_decay = [], []
     for name, p in model.trainable_parameters().items():
-        (no_decay if p.ndim < 2 or "query_tokens" in name else decay).append(p)
+        (no_decay if p.ndim < 2 or name.split(".")[-1] in NO_DECAY else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
 
