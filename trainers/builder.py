@@ -12,7 +12,7 @@ from dataset.embedded import ensure_embedded_data
 from dataset.embedded_style import ensure_embedded_lamp7
 from dataset.lamp import check_split_files, load_split
 from dataset.tasks import get_task
-from embedding_cache import EmbeddingCache, cache_key
+from history_store import HistoryStore, store_identity
 from model import BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, QFormer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -25,11 +25,10 @@ def build_model(cfg) -> BehavioralTwin:
     encoder_path = model_registry.resolve_model_path(cfg.encoder, cache_dir)
 
     history_backbone, tokenizer = model_registry.load_encoder(cfg.encoder, cache_dir)
-    encoder_id = f"{cfg.encoder}@{model_registry.model_fingerprint(encoder_path)}"
-    key = cache_key(encoder_id, pooling, cfg.max_item_tokens)
-    cache = EmbeddingCache(cache_dir / "embeddings" / key,
-                           meta={"encoder": encoder_id, "pooling": pooling, "max_length": cfg.max_item_tokens})
-    behavioral = BehavioralEncoder(history_backbone, tokenizer, pooling, cfg.max_item_tokens, cache)
+    identity = store_identity(cfg.encoder, model_registry.model_fingerprint(encoder_path), pooling,
+                              cfg.max_item_tokens)
+    store = HistoryStore.open(cache_dir / "history_store", identity)
+    behavioral = BehavioralEncoder(history_backbone, tokenizer, pooling, cfg.max_item_tokens, store)
 
     # The input encoder starts from the same weights but trains its top layers, so it is a copy.
     input_backbone, input_tokenizer = model_registry.load_encoder(cfg.encoder, cache_dir)
