@@ -138,6 +138,9 @@ class TrainConfig:
     """Passes over the training data (per task in sequential mode)."""
     batch_size: int = 8
     """Examples per process per micro-batch."""
+    group_by_length: bool = False
+    """Batch training examples of similar LLM input length together (less padding). The order stays
+    random, depends only on the seed, and resumes exactly."""
     grad_accum: int = 1
     """Micro-batches per optimizer step."""
     max_grad_norm: float = 1.0

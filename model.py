@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embedding_cache import EmbeddingCache
+from history_store import HistoryStore, micro_batches
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -75,46 +75,62 @@ def pad_stack(rows: list[torch.Tensor], pad_left: bool = False) -> tuple[torch.T
 # ----------------------------------------------------------------------------- encoders
 
 class BehavioralEncoder(nn.Module):
-    """Frozen text encoder: one vector per history item, each distinct text encoded once.
+    """Frozen text encoder: one vector per history item.
 
-    Items are padded to the longest item of the encoding micro-batch (never to a fixed
-    512), and every embedding lands in `cache`, which may persist on disk.
+    With a `store`, each distinct text is encoded once (`precompute` is the pass before
+    training) and read back from the store ever after. Without one, every call encodes
+    every item it is given: the cost the store removes (bench/train_throughput.py).
+    Padded history slots are never encoded: only the batch's real items go through the
+    backbone, each padded to the longest item of its encoding micro-batch.
+    `pad_to_max_length=True` pads every item to `max_length` instead, as the seed did; it
+    exists to measure that cost and changes no result (padding is masked in the pooling).
     """
 
     def __init__(self, backbone: nn.Module, tokenizer, pooling: str, max_length: int,
-                 cache: EmbeddingCache | None = None, batch_size: int = 64):
+                 store: HistoryStore | None = None, batch_size: int = 64, pad_to_max_length: bool = False):
         super().__init__()
         self.backbone = freeze(backbone)
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.max_length = max_length
-        self.cache = cache if cache is not None else EmbeddingCache(None)
+        self.store = store
         self.batch_size = batch_size
+        self.pad_to_max_length = pad_to_max_length
         self.hidden_size = backbone.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    @torch.no_grad()
+    def _encode_batch(self, texts: list[str]) -> torch.Tensor:
+        """One micro-batch through the backbone: texts (n) -> [n, H] float32 on its device."""
+        tokens = self.tokenizer(texts, padding="max_length" if self.pad_to_max_length else True, truncation=True,
+                                max_length=self.max_length, return_tensors="pt").to(self.device)
+        states = self.backbone(**tokens).last_hidden_state  # [n, t, H]
+        return pool(states, tokens["attention_mask"], self.pooling).float()
+
+    def precompute(self, texts: list[str], progress: bool = False) -> None:
+        """Encode into the store every text it does not hold yet (no-op without a store)."""
+        if self.store is not None:
+            self.store.fill(texts, lambda chunk: self._encode_batch(chunk).cpu().numpy(), self.batch_size, progress)
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str], progress: bool = False) -> torch.Tensor:
-        """texts (N) -> [N, H] float32 on CPU; texts already cached are not re-encoded."""
-        missing = sorted({t for t, row in zip(texts, self.cache.get(texts)) if row is None}, key=len)
-        if missing:
-            device = next(self.backbone.parameters()).device
-            steps = range(0, len(missing), self.batch_size)
-            if progress:
-                from tqdm.auto import tqdm
-                steps = tqdm(steps, desc="encoding history", unit="batch")
-            # Sorting by length keeps each micro-batch's padding small.
-            for start in steps:
-                chunk = missing[start:start + self.batch_size]
-                tokens = self.tokenizer(chunk, padding=True, truncation=True,
-                                        max_length=self.max_length, return_tensors="pt").to(device)
-                states = self.backbone(**tokens).last_hidden_state  # [n, t, H]
-                self.cache.add(chunk, pool(states, tokens["attention_mask"], self.pooling))
-        return torch.stack(self.cache.get(texts)) if texts else torch.zeros(0, self.hidden_size)
+        """texts (N) -> [N, H] float32 on the backbone's device."""
+        if not texts:
+            return torch.zeros(0, self.hidden_size, device=self.device)
+        if self.store is not None:
+            self.precompute(texts, progress)
+            return torch.from_numpy(self.store.rows(texts)).to(self.device)
+        chunks = micro_batches(texts, self.batch_size)
+        rows = torch.cat([self._encode_batch(chunk) for chunk in chunks])  # [N_distinct, H]
+        row_of = {text: i for i, text in enumerate(t for chunk in chunks for t in chunk)}
+        return rows[torch.tensor([row_of[t] for t in texts], device=rows.device)]
 
     def forward(self, history: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """history: B lists of item texts -> embeddings [B, P, H], mask [B, P] (True = item)."""
-        flat = [t for items in history for t in items]
-        rows = self.encode_texts(flat)
+        rows = self.encode_texts([t for items in history for t in items])  # [N_items, H]
         per_example, start = [], 0
         for items in history:
             per_example.append(rows[start:start + len(items)] if items else rows.new_zeros(1, self.hidden_size))
@@ -123,8 +139,7 @@ class BehavioralEncoder(nn.Module):
         for i, items in enumerate(history):  # an empty history has one zero slot, masked out
             if not items:
                 mask[i] = False
-        device = next(self.backbone.parameters()).device
-        return embeddings.to(device), mask.to(device)
+        return embeddings, mask
 
 
 class InputEncoder(nn.Module):

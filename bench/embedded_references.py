@@ -22,6 +22,7 @@ from dataset.embedded import generate_embedded_lamp1
 from dataset.embedded_style import blind_prediction, generate_embedded_lamp7, oracle_prediction
 from dataset.lamp import load_split
 from dataset.tasks import get_task
+from history_store import HistoryStore
 from model import BehavioralEncoder
 from trainers.metrics import task_metrics
 
@@ -30,7 +31,7 @@ def lamp1_references(root, cache_dir) -> dict:
     task = get_task("LaMP-1")
     examples = load_split(root, "LaMP-1", "dev", task.profile_fields)
     backbone, tokenizer = model_registry.load_encoder("minilm", cache_dir)
-    encoder = BehavioralEncoder(backbone, tokenizer, "mean", max_length=128)
+    encoder = BehavioralEncoder(backbone, tokenizer, "mean", max_length=128, store=HistoryStore())  # in memory
     golds, closest = [e.output for e in examples], []
     for e in examples:
         history = torch.nn.functional.normalize(encoder.encode_texts([task.profile_text(p) for p in e.profile]), dim=-1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence, TypeVar
 
+import torch
 from torch.utils.data import Dataset
 
 from dataset.lamp import LaMPExample
@@ -93,3 +94,37 @@ def collate(items: Sequence[LaMPItem]) -> Batch:
         inputs=[item.input for item in items],
         targets=None if any(target is None for target in targets) else targets,
     )
+
+
+def llm_lengths(datasets: Sequence[LaMPDataset], tokenizer, max_input_tokens: int, max_target_tokens: int) -> list[int]:
+    """Tokens of each example's input and target as the LLM reads them (truncated alike),
+    in the order of ConcatDataset(datasets). The rest of the LLM input is the same for all."""
+    examples = [e for d in datasets for e in d.examples]
+
+    def count(texts: list[str], limit: int) -> list[int]:
+        ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=limit)["input_ids"]
+        return [len(i) for i in ids]
+    return [a + b for a, b in zip(count([e.input for e in examples], max_input_tokens),
+                                  count([e.output or "" for e in examples], max_target_tokens))]
+
+
+def group_by_length(order: list[int], lengths: Sequence[int], batch_size: int, generator: torch.Generator,
+                    window: int = 50) -> list[int]:
+    """Reorder a shuffled epoch so that each batch holds examples of similar length.
+
+    `order` is cut into windows of `window` batches; each window is sorted by length and
+    cut into batches, so a batch pads to a length its examples share (dynamic padding then
+    wastes little). The full batches are shuffled, so long and short ones alternate; the one
+    partial batch stays last, where the DataLoader cuts it. The result depends only on
+    `order` and `generator`: a resumed run sees the same batches and skips the right ones.
+    """
+    span = batch_size * window
+    batches = []
+    for start in range(0, len(order), span):
+        window_items = sorted(order[start:start + span], key=lambda i: lengths[i])  # stable: ties keep order
+        batches += [window_items[i:i + batch_size] for i in range(0, len(window_items), batch_size)]
+    full, partial = batches, []
+    if batches and len(batches[-1]) < batch_size:  # only the last window can be short
+        full, partial = batches[:-1], batches[-1:]
+    shuffled = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
+    return [i for batch in shuffled + partial for i in batch]

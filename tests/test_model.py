@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from embedding_cache import EmbeddingCache
+from history_store import HistoryStore
 from model import (BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, QFormer, count_parameters,
                    pad_stack)
 from tiny_models import tiny_bert, tiny_llama, tiny_t5
@@ -22,7 +22,7 @@ def batch(history=HISTORY, inputs=INPUTS, targets=TARGETS):
     return SimpleNamespace(history=history, inputs=inputs, targets=targets)
 
 
-def build_twin(llm="llama", queries=4, aggregator="qformer", cache=None, output="tokens"):
+def build_twin(llm="llama", queries=4, aggregator="qformer", store=None, output="tokens"):
     history_bert, tok = tiny_bert(seed=1)
     input_bert, input_tok = tiny_bert(seed=1)
     if llm == "t5":
@@ -32,28 +32,47 @@ def build_twin(llm="llama", queries=4, aggregator="qformer", cache=None, output=
         lm, lm_tok = tiny_llama(family=llm)
         kind = "decoder"
     torch.manual_seed(0)
-    return BehavioralTwin(BehavioralEncoder(history_bert, tok, "mean", 32, cache),
+    return BehavioralTwin(BehavioralEncoder(history_bert, tok, "mean", 32, store),
                           InputEncoder(input_bert, input_tok, tune_layers=2, max_length=64, output=output),
                           QFormer(32, queries, num_layers=2, heads=4, dropout=0.1),
                           FrozenLLM(lm, lm_tok, kind, "Personalize."), aggregator=aggregator)
 
 
-def test_behavioral_encoder_shapes_mask_and_cache(tmp_path):
+def test_behavioral_encoder_shapes_mask_and_store(tmp_path):
     bert, tok = tiny_bert()
     calls = []
     bert.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape),
                                with_kwargs=True)
-    encoder = BehavioralEncoder(bert, tok, "mean", 32, EmbeddingCache(tmp_path / "cache"))
+    encoder = BehavioralEncoder(bert, tok, "mean", 32, HistoryStore(tmp_path / "store"))
     emb, mask = encoder(HISTORY)
     assert emb.shape == (3, 3, 32) and mask.tolist() == [[1, 1, 1], [1, 0, 0], [1, 1, 0]]
     assert (emb[1, 1:] == 0).all()
-    # Padded to the longest item of the micro-batch, never to max_length.
-    assert calls[0][1] < 32
+    # Only the 6 real items are encoded (no padded slots), padded to the longest one, not to max_length.
+    assert calls == [(6, calls[0][1])] and calls[0][1] < 32
     encoder(HISTORY)
-    assert len(calls) == 1, "cached texts must not be encoded again"
-    encoder.cache.flush()
-    again = BehavioralEncoder(bert, tok, "mean", 32, EmbeddingCache(tmp_path / "cache"))
-    assert torch.equal(again(HISTORY)[0], emb) and len(calls) == 1, "the cache must persist on disk"
+    assert len(calls) == 1, "stored texts must not be encoded again"
+    again = BehavioralEncoder(bert, tok, "mean", 32, HistoryStore(tmp_path / "store"))
+    assert torch.equal(again(HISTORY)[0], emb) and len(calls) == 1, "the store must persist on disk"
+
+
+def test_behavioral_encoder_without_store_encodes_every_call_and_agrees_with_the_store(tmp_path):
+    bert, tok = tiny_bert()
+    calls = []
+    bert.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape),
+                               with_kwargs=True)
+    stored = BehavioralEncoder(bert, tok, "mean", 32, HistoryStore(tmp_path / "store"))(HISTORY)
+    repeated = [["galaxy surveys", "robots and climate"], ["galaxy surveys"]]  # the same text twice
+    uncached = BehavioralEncoder(bert, tok, "mean", 32)
+    for _ in range(2):
+        emb, mask = uncached(HISTORY)
+        torch.testing.assert_close(emb, stored[0])
+        assert torch.equal(mask, stored[1])
+    assert len(calls) == 3, "without a store every call encodes"
+    emb, _ = uncached(repeated)
+    assert calls[-1][0] == 2 and torch.equal(emb[0, 0], emb[1, 0]), "each distinct text once per call"
+    seed_style = BehavioralEncoder(bert, tok, "mean", 32, pad_to_max_length=True)
+    torch.testing.assert_close(seed_style(HISTORY)[0], stored[0], atol=1e-5, rtol=1e-4)
+    assert calls[-1][1] == 32, "seed style pads every item to max_length"
 
 
 def test_input_encoder_tokens_and_pooled_and_trainable_layers():

@@ -21,5 +21,5 @@ def test_train_py_runs_on_the_real_embedded_models(tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["encoder"] == "minilm" and config["llm"] == "smollm2-135m"
     assert (run / "checkpoints" / "latest").is_file()
-    # The history embeddings were written to the on-disk cache.
-    assert any((tmp_path / "cache" / "embeddings").rglob("*.safetensors"))
+    # The history embeddings were written to the on-disk store.
+    assert any((tmp_path / "cache" / "history_store").rglob("part-*.keys.npy"))

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 import train
 from dataset.tasks import get_task
-from embedding_cache import EmbeddingCache
+from history_store import HistoryStore
 from probes import BLOCKED, KILL_POINTS, save_toy, toy_training, toy_weights_after
 from test_training import make_trainer, run_script, script_args
 from tiny_models import tiny_llama
@@ -270,8 +270,8 @@ def test_a_profile_of_100000_items_costs_only_the_kept_history(tmp_path, tiny_mo
     data = edited_data(tmp_path, lamp_dir, "train_questions.json", lambda questions: questions[0].update(profile=items))
     assert run_script(tmp_path, tiny_model_dirs, data, "--run_name=long", "--controls=false", "--epochs=1",
                       "--max_train_examples=4", "--max_eval_examples=2") == 0
-    [folder] = (tmp_path / "cache" / "embeddings").iterdir()
-    cache = EmbeddingCache(folder)
+    [folder] = (tmp_path / "cache" / "history_store").iterdir()
+    cache = HistoryStore(folder)
     render = get_task("LaMP-1").profile_text
     # max_history=512 keeps the user's last 512 items; only those are ever encoded.
     assert render(items[-1]) in cache and render(items[-512]) in cache and render(items[-513]) not in cache

@@ -16,7 +16,7 @@ from dataset.embedded_style import ensure_embedded_lamp7
 from dataset.lamp import check_split_files, load_split
 from dataset.retrieval import bm25_ranking, dense_ranking, rag_prompt
 from dataset.tasks import get_task
-from embedding_cache import EmbeddingCache, cache_key
+from history_store import HistoryStore, store_identity
 from model import BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, PersonalizedLLM, QFormer
 from pplug import PPlug
 
@@ -29,11 +29,10 @@ def build_history_encoder(cfg) -> BehavioralEncoder:
     pooling = cfg.pooling or model_registry.default_pooling(cfg.encoder)
     encoder_path = model_registry.resolve_model_path(cfg.encoder, cache_dir)
     backbone, tokenizer = model_registry.load_encoder(cfg.encoder, cache_dir)
-    encoder_id = f"{cfg.encoder}@{model_registry.model_fingerprint(encoder_path)}"
-    key = cache_key(encoder_id, pooling, cfg.max_item_tokens)
-    cache = EmbeddingCache(cache_dir / "embeddings" / key,
-                           meta={"encoder": encoder_id, "pooling": pooling, "max_length": cfg.max_item_tokens})
-    return BehavioralEncoder(backbone, tokenizer, pooling, cfg.max_item_tokens, cache)
+    identity = store_identity(cfg.encoder, model_registry.model_fingerprint(encoder_path), pooling,
+                              cfg.max_item_tokens)
+    store = HistoryStore.open(cache_dir / "history_store", identity)
+    return BehavioralEncoder(backbone, tokenizer, pooling, cfg.max_item_tokens, store)
 
 
 def build_input_encoder(cfg, output: str) -> InputEncoder:

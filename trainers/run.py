@@ -87,17 +87,12 @@ def run(cfg) -> dict:
     model.to(accelerator.device)
 
     if model.reads_history:
-        # Encode every distinct history text once, before training: the main process
-        # writes the cache, the others read it after it is done.
+        # Encode every distinct history text once, before training: the main process fills
+        # the store (with a progress bar), the others then find it full and only read it.
         texts = sorted({t for sets in (train_sets, eval_sets) for dataset, _ in sets.values()
                         for t in dataset.all_history_texts()})
-        encoder = model.behavioral_encoder
         with accelerator.main_process_first():
-            if not main:
-                encoder.cache.reload()
-            encoder.encode_texts(texts, progress=main)
-            if main:
-                encoder.cache.flush()
+            model.behavioral_encoder.precompute(texts, progress=main)
 
     trainer = TaskSequentialTrainer(cfg, model, accelerator, run_dir, train_sets, eval_sets)
     if cfg.mode == "eval_only":

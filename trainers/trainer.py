@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 from tqdm.auto import tqdm
 
-from dataset.collate import collate
+from dataset.collate import collate, group_by_length, llm_lengths
 from trainers import checkpoint as ckpt
 from trainers.evaluator import ModelEvaluator
 
@@ -51,10 +51,13 @@ def linear_warmup_decay(optimizer, total_steps: int, warmup_ratio: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def epoch_order(n: int, seed: int, phase: int, epoch: int) -> list[int]:
-    """The shuffled example order of one epoch; independent of every other RNG."""
+def epoch_order(n: int, seed: int, phase: int, epoch: int, lengths: list[int] | None = None,
+                batch_size: int = 1) -> list[int]:
+    """The shuffled example order of one epoch; independent of every other RNG. With
+    `lengths`, batches of `batch_size` hold examples of similar length."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + phase * 1_009 + epoch)
-    return torch.randperm(n, generator=generator).tolist()
+    order = torch.randperm(n, generator=generator).tolist()
+    return order if lengths is None else group_by_length(order, lengths, batch_size, generator)
 
 
 class TaskSequentialTrainer:
@@ -81,7 +84,11 @@ class TaskSequentialTrainer:
 
     def loader(self, phase: int, epoch: int, tasks: list[str]) -> DataLoader:
         data = ConcatDataset([self.train_sets[t][0] for t in tasks])
-        order = epoch_order(len(data), self.cfg.seed, phase, epoch)
+        lengths = None
+        if self.cfg.group_by_length:
+            llm = self.raw_model.llm
+            lengths = llm_lengths(data.datasets, llm.tokenizer, llm.max_input_tokens, llm.max_target_tokens)
+        order = epoch_order(len(data), self.cfg.seed, phase, epoch, lengths, self.cfg.batch_size)
         # Its own generator: a DataLoader draws a seed from the global RNG each time it is
         # iterated, which would shift the dropout masks of a resumed run.
         loader = DataLoader(Subset(data, order), batch_size=self.cfg.batch_size, collate_fn=collate,

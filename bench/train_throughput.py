@@ -1,0 +1,202 @@
+"""Training throughput of Behavioral Twin with and without the history store.
+
+    python -m bench.train_throughput [--device cpu|cuda] [--dtype float32|bfloat16]
+                                     [--batch_size 4] [--steps 3] [--warmup 1] [--key=value ...]
+
+One training step (forward, backward, gradient clipping, AdamW step) on the embedded
+default (MiniLM encoders, SmolLM2-135M, embedded LaMP-1 train split) is timed with three
+sources of history embeddings, on the same batches, interleaved step by step so that a
+change in the machine's load hits all three alike (and each goes first in turn):
+  store       rows read from the history store (filled once before timing, reported apart)
+  uncached    the frozen encoder encodes every history item of every batch, each item
+              padded to the longest of its encoding micro-batch
+  seed_style  as uncached, but every item padded (and truncated) to 512 tokens, as the seed did
+Medians over `--steps` timed steps after `--warmup` untimed ones. Also timed: the part of
+each step spent in the history encoder, which is all that differs between the three.
+`--key=value` settings are TrainConfig's (e.g. --encoder=<folder> --llm=<folder>).
+Prints a table and writes saved/bench/train_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import config as config_lib
+from dataset.collate import collate
+from history_store import HistoryStore
+from model import BehavioralEncoder, BehavioralTwin
+from trainers.builder import build_model, load_datasets
+from trainers.trainer import epoch_order, make_optimizer
+
+SEED_MAX_LENGTH = 512  # the seed padded every history item to this many tokens
+LABELS = {"store": "store (rows read from disk)", "uncached": "uncached (encoded every step)",
+          "seed_style": "seed style (encoded every step, padded to 512)"}
+
+
+def machine_info(device: torch.device) -> dict:
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").exists():
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+def history_sources(encoder: BehavioralEncoder, store: HistoryStore) -> dict[str, BehavioralEncoder]:
+    """The three variants, all on the same frozen backbone."""
+    backbone, tok, pooling = encoder.backbone, encoder.tokenizer, encoder.pooling
+    return {"store": BehavioralEncoder(backbone, tok, pooling, encoder.max_length, store),
+            "uncached": BehavioralEncoder(backbone, tok, pooling, encoder.max_length),
+            "seed_style": BehavioralEncoder(backbone, tok, pooling, SEED_MAX_LENGTH, pad_to_max_length=True)}
+
+
+class Clock:
+    """Wall clock that first waits for the GPU, so a reading covers the work queued before it."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def __call__(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+
+def time_in_module(module: torch.nn.Module, clock: Clock) -> list[float]:
+    """Seconds spent in each forward call of `module`, appended as calls happen."""
+    spent: list[float] = []
+    module.register_forward_pre_hook(lambda m, args: spent.append(-clock()))
+    module.register_forward_hook(lambda m, args, out: spent.append(spent.pop() + clock()))
+    return spent
+
+
+def measure(twin: BehavioralTwin, sources: dict[str, BehavioralEncoder], batches: list, warmup: int,
+            autocast, cfg: config_lib.TrainConfig) -> dict:
+    """-> {variant: {"step_s": [...], "history_s": [...], "first_loss": float}}; timed steps only."""
+    clock = Clock(twin.llm.device)
+    optimizer = make_optimizer(twin, cfg)  # the trainer's AdamW and parameter groups
+    results = {name: {"step_s": [], "history_s": time_in_module(source, clock)} for name, source in sources.items()}
+
+    twin.eval()  # same numbers from each source, dropout aside: the first batch's loss, for the record
+    for name, source in sources.items():
+        twin.behavioral_encoder = source
+        with torch.no_grad(), autocast():
+            results[name]["first_loss"] = twin(batches[0]).item()
+        results[name]["history_s"].clear()
+
+    twin.train()
+    names = list(sources)
+    for step, batch in enumerate(batches):
+        for name in names[step % len(names):] + names[:step % len(names)]:  # each goes first in turn
+            twin.behavioral_encoder = sources[name]
+            start = clock()
+            with autocast():
+                loss = twin(batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(twin.trainable_parameters().values(), cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            elapsed = clock() - start
+            if step < warmup:
+                results[name]["history_s"].pop()
+            else:
+                results[name]["step_s"].append(elapsed)
+    return results
+
+
+def summarize(results: dict, batch_size: int) -> dict:
+    summary = {}
+    for name, r in results.items():
+        step = statistics.median(r["step_s"])
+        summary[name] = {"median_step_s": step, "examples_per_s": batch_size / step,
+                         "median_history_s": statistics.median(r["history_s"]),
+                         "median_rest_s": statistics.median(s - h for s, h in zip(r["step_s"], r["history_s"])),
+                         "first_batch_loss": r["first_loss"], "step_s": r["step_s"], "history_s": r["history_s"]}
+    return summary
+
+
+def table(summary: dict) -> str:
+    store = summary["store"]["median_step_s"]
+    lines = ["| history embeddings | step (s) | in history encoder (s) | rest of step (s) | examples/s "
+             "| step time / store's |", "|---|---|---|---|---|---|"]
+    for name, s in summary.items():
+        cells = [LABELS[name], f"{s['median_step_s']:.3f}", f"{s['median_history_s']:.3f}",
+                 f"{s['median_rest_s']:.3f}", f"{s['examples_per_s']:.2f}", f"{s['median_step_s'] / store:.2f}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="bfloat16: the LLM's weights in bf16 and autocast for the step, as bf16 training")
+    parser.add_argument("--batch_size", type=int, default=4, help="half of training's 8, to halve the run on a "
+                        "CPU; every cost in a step grows about linearly with it, so the speedups barely move")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first")
+    parser.add_argument("--out", default="saved/bench/train_throughput.json")
+    args, settings = parser.parse_known_args(argv)
+    _, overrides = config_lib.parse_overrides(settings)
+    cfg = config_lib.resolve_config(overrides={"llm_dtype": args.dtype, "batch_size": args.batch_size, **overrides})
+    device = torch.device(args.device)
+
+    twin = build_model(cfg).to(device)
+    train, _ = load_datasets(cfg, cfg.train_split)[cfg.tasks[0]]
+    order = epoch_order(len(train), cfg.seed, phase=0, epoch=0)
+    n = args.batch_size
+    batches = [collate([train[i] for i in order[k * n:(k + 1) * n]]) for k in range(args.warmup + args.steps)]
+
+    with tempfile.TemporaryDirectory() as folder:
+        sources = history_sources(twin.behavioral_encoder, HistoryStore(folder))
+        clock = Clock(device)
+        texts = sorted({t for batch in batches for items in batch.history for t in items})
+        start = clock()
+        sources["store"].precompute(texts, progress=True)
+        fill = {"texts": len(texts), "seconds": clock() - start}
+
+        def autocast():
+            return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
+        summary = summarize(measure(twin, sources, batches, args.warmup, autocast, cfg), n)
+
+    report = {
+        "what": "Behavioral Twin training step (forward, backward, AdamW), history embeddings from each source",
+        "encoder": cfg.encoder, "llm": cfg.llm, "task": cfg.tasks[0], "data_dir": cfg.data_dir,
+        "device": str(device), "dtype": args.dtype, "batch_size": n, "steps": args.steps, "warmup": args.warmup,
+        "machine": machine_info(device),
+        "speedup_store_vs_uncached": summary["uncached"]["median_step_s"] / summary["store"]["median_step_s"],
+        "speedup_store_vs_seed_style": summary["seed_style"]["median_step_s"] / summary["store"]["median_step_s"],
+        "history_items_per_batch": statistics.mean(sum(map(len, b.history)) for b in batches),
+        "distinct_history_items_per_batch": statistics.mean(len({t for h in b.history for t in h}) for b in batches),
+        "store_fill": fill, "variants": summary, "argv": sys.argv[1:] if argv is None else argv,
+    }
+    machine = report["machine"]
+    print(f"\n{cfg.encoder} + {cfg.llm}, {cfg.tasks[0]} ({cfg.data_dir}), batch {n}, {report['dtype']} on "
+          f"{machine['gpu'] or machine['cpu']} ({machine['torch_threads']} threads, torch {machine['torch']}); "
+          f"medians of {args.steps} steps after {args.warmup} warm-up, same batches, interleaved\n")
+    print(table(summary))
+    print(f"\nspeedup_store_vs_uncached {report['speedup_store_vs_uncached']:.2f}, "
+          f"speedup_store_vs_seed_style {report['speedup_store_vs_seed_style']:.2f}; "
+          f"{report['history_items_per_batch']:.0f} history items per batch; store fill (once per encoder): "
+          f"{fill['texts']} texts in {fill['seconds']:.1f} s")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The history embedding store: round trip, identity, crash safety, one writer among processes."""
+
+import hashlib
+import json
+import multiprocessing
+import time
+
+import numpy as np
+import pytest
+
+from history_store import HistoryStore, store_folder, store_identity
+
+TEXTS = ["graph neural networks", "galaxy surveys", "query optimization", "robots and climate", "music"]
+IDENTITY = store_identity("minilm", "abc123", "mean", 128)
+
+
+def fake_encode(texts, calls=None):
+    """texts (n) -> float32 [n, 16], a fixed function of each text."""
+    if calls is not None:
+        calls.append(list(texts))
+    return np.stack([np.frombuffer(hashlib.md5(t.encode()).digest(), dtype=np.uint8).astype(np.float32)
+                     for t in texts])
+
+
+def test_fill_encodes_each_distinct_text_once_and_rows_come_back_in_request_order(tmp_path):
+    store = HistoryStore.open(tmp_path, IDENTITY)
+    calls = []
+    assert store.fill(TEXTS + TEXTS[:2], lambda chunk: fake_encode(chunk, calls), batch_size=2) == 5
+    assert sorted(t for chunk in calls for t in chunk) == sorted(TEXTS)
+    assert all(len(chunk) <= 2 for chunk in calls)
+    assert [len(t) for chunk in calls for t in chunk] == sorted(len(t) for t in TEXTS), "sorted by length"
+    asked = [TEXTS[3], TEXTS[0], TEXTS[3]]
+    np.testing.assert_array_equal(store.rows(asked), fake_encode(asked))
+
+    assert store.fill(TEXTS, lambda chunk: fake_encode(chunk, calls)) == 0 and len(calls) == 3
+    assert store.fill(TEXTS + ["new text"], lambda chunk: fake_encode(chunk, calls)) == 1
+    assert calls[-1] == ["new text"] and len(store) == 6 and "new text" in store
+    with pytest.raises(KeyError, match="1 of 2 texts are not in the history store.*'unseen'"):
+        store.rows([TEXTS[0], "unseen"])
+
+
+def test_store_persists_as_plain_arrays_read_through_memory_maps(tmp_path):
+    store = HistoryStore.open(tmp_path, IDENTITY)
+    store.fill(TEXTS[:3], fake_encode)
+    store.fill(TEXTS, fake_encode)
+    folder = store_folder(tmp_path, IDENTITY)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".lock", "meta.json", "part-00000.keys.npy", "part-00000.npy", "part-00001.keys.npy", "part-00001.npy"]
+    assert json.loads((folder / "meta.json").read_text()) == IDENTITY
+    rows = np.load(folder / "part-00001.npy", mmap_mode="r", allow_pickle=False)  # nothing to unpickle
+    assert rows.dtype == np.float32 and rows.shape == (2, 16)
+    assert np.load(folder / "part-00001.keys.npy", allow_pickle=False).dtype == np.dtype("S16")
+
+    reopened = HistoryStore.open(tmp_path, IDENTITY)  # another process, later
+    assert len(reopened) == 5 and reopened.missing(TEXTS) == []
+    np.testing.assert_array_equal(reopened.rows(TEXTS), fake_encode(TEXTS))
+
+
+def test_any_change_of_identity_opens_another_store(tmp_path):
+    HistoryStore.open(tmp_path, IDENTITY).fill(TEXTS, fake_encode)
+    changes = [store_identity("minilm", "abc124", "mean", 128), store_identity("other", "abc123", "mean", 128),
+               store_identity("minilm", "abc123", "cls", 128), store_identity("minilm", "abc123", "mean", 64)]
+    for identity in changes:
+        assert store_folder(tmp_path, identity) != store_folder(tmp_path, IDENTITY)
+        assert HistoryStore.open(tmp_path, identity).missing(TEXTS) == TEXTS
+    assert HistoryStore.open(tmp_path, IDENTITY).missing(TEXTS) == []
+    with pytest.raises(ValueError, match="delete"):  # a folder whose meta.json says otherwise
+        HistoryStore(store_folder(tmp_path, IDENTITY), changes[0])
+
+
+def test_an_interrupted_write_is_invisible_and_a_damaged_part_is_named(tmp_path):
+    store = HistoryStore.open(tmp_path, IDENTITY)
+    folder = store.folder
+    # A crash between the two renames leaves rows without keys; a crash before them, a temp file.
+    np.save(folder / "part-00000.npy", np.zeros((9, 16), dtype=np.float32))
+    (folder / ".part-00000.keys.npy.tmp-1").write_bytes(b"half")
+    assert len(HistoryStore.open(tmp_path, IDENTITY)) == 0
+    store.fill(TEXTS, fake_encode)  # takes the orphan's name and replaces it
+    np.testing.assert_array_equal(HistoryStore.open(tmp_path, IDENTITY).rows(TEXTS), fake_encode(TEXTS))
+
+    (folder / "part-00000.npy").write_bytes(b"not an array")
+    with pytest.raises(ValueError, match="part-00000.npy.*delete"):
+        HistoryStore.open(tmp_path, IDENTITY)
+
+
+def test_store_without_folder_keeps_rows_in_memory():
+    store = HistoryStore()
+    assert store.fill(TEXTS, fake_encode) == 5 and store.fill(TEXTS, fake_encode) == 0
+    np.testing.assert_array_equal(store.rows(TEXTS[::-1]), fake_encode(TEXTS[::-1]))
+    assert store.rows([]).shape == (0, 16)
+
+
+def _fill_slowly(root, texts, out_path):
+    def slow_encode(chunk):
+        time.sleep(0.3)  # long enough for the other process to arrive while this one writes
+        return fake_encode(chunk)
+    store = HistoryStore.open(root, IDENTITY)
+    encoded = store.fill(texts, slow_encode, batch_size=2)
+    np.save(out_path, np.concatenate([[encoded], store.rows(texts).ravel()]))
+
+
+def test_two_processes_starting_at_once_encode_each_text_once_and_read_the_same_rows(tmp_path):
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_fill_slowly, args=(tmp_path, TEXTS, tmp_path / f"out{i}.npy"))
+               for i in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    results = [np.load(tmp_path / f"out{i}.npy") for i in range(2)]
+    assert sorted(int(r[0]) for r in results) == [0, len(TEXTS)], "one process encodes, the other waits and reads"
+    for r in results:
+        np.testing.assert_array_equal(r[1:].reshape(len(TEXTS), 16), fake_encode(TEXTS))
