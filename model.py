@@ -376,6 +376,11 @@ class FrozenLLM(nn.Module):
     def device(self) -> torch.device:
         return self.model.get_input_embeddings().weight.device
 
+    def input_length(self, num_prompts: int, text: str) -> int:
+        """Tokens the LLM reads for `text` with `num_prompts` soft prompts (target excluded)."""
+        return len(self.prefix_ids) + num_prompts + len(self._ids([text], self.max_input_tokens)[0]) \
+            + len(self.suffix_ids)
+
     def _ids(self, texts: list[str], max_length: int) -> list[list[int]]:
         return self.tokenizer(texts, add_special_tokens=False, truncation=True,
                               max_length=max_length)["input_ids"]

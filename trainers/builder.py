@@ -79,27 +79,36 @@ def build_model(cfg) -> PersonalizedLLM:
                           aggregator="mean" if cfg.model == "mean" else "qformer")
 
 
+class RagPrompter:
+    """question -> the `rag` baseline's input: its user's top `rag_k` items written in."""
+
+    def __init__(self, cfg, llm: FrozenLLM):
+        self.cfg = cfg
+        tokenizer = llm.tokenizer
+        self.count = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+        self.decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+        self.encoder = build_history_encoder(cfg) if cfg.retriever == "dense" else None
+
+    def __call__(self, task, example) -> str:
+        profile = select_history(example.profile, self.cfg.max_history)
+        query, documents = task.retrieval_query(example.input), [task.retrieval_text(p) for p in profile]
+        if self.encoder is None:
+            ranking = bm25_ranking(query, documents)
+        else:
+            vectors = self.encoder.encode_texts([query] + documents)  # [1 + N, H]
+            ranking = dense_ranking(vectors[0], vectors[1:])
+        top = [profile[i] for i in ranking[:self.cfg.rag_k]]
+        return rag_prompt(task, example.input, top, self.count, self.decode, self.cfg.max_input_tokens)
+
+
 def retrieval_augmented(cfg, sets: dict, llm: FrozenLLM) -> dict:
     """The `rag` baseline's data: each question rewritten with its user's top `rag_k` items."""
-    tokenizer = llm.tokenizer
-    count = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
-    encoder = build_history_encoder(cfg) if cfg.retriever == "dense" else None
+    prompter = RagPrompter(cfg, llm)
     out = {}
     for name, (dataset, golds) in sets.items():
-        task, examples = dataset.task, []
-        for example in tqdm(dataset.examples, desc=f"retrieving for {name} ({cfg.retriever})", leave=False):
-            profile = select_history(example.profile, cfg.max_history)
-            query, documents = task.retrieval_query(example.input), [task.retrieval_text(p) for p in profile]
-            if encoder is None:
-                ranking = bm25_ranking(query, documents)
-            else:
-                vectors = encoder.encode_texts([query] + documents)  # [1 + N, H]
-                ranking = dense_ranking(vectors[0], vectors[1:])
-            top = [profile[i] for i in ranking[:cfg.rag_k]]
-            prompt = rag_prompt(task, example.input, top, count, decode, cfg.max_input_tokens)
-            examples.append(dataclasses.replace(example, input=prompt))
-        out[name] = (LaMPDataset(examples, task, cfg.max_history), golds)
+        examples = [dataclasses.replace(example, input=prompter(dataset.task, example))
+                    for example in tqdm(dataset.examples, desc=f"retrieving for {name} ({cfg.retriever})", leave=False)]
+        out[name] = (LaMPDataset(examples, dataset.task, cfg.max_history), golds)
     return out
 
 

@@ -1,0 +1,120 @@
+"""What answering one question costs: Behavioral Twin against the bare LLM, PPlug and RAG.
+
+    python -m bench.inference_cost [--device cpu|cuda] [--dtype float32|bfloat16]
+                                   [--examples 16] [--repeats 3] [--key=value ...]
+
+On the same dev examples of the embedded default, each method answers one question at a
+time (batch 1, greedy, the task's token budget), timed end to end:
+  none   the frozen LLM on the bare question
+  twin   history rows from the store (filled before timing, as a deployed model would
+         have them), input encoder, Q-Former, projection, LLM with Q soft prompts
+  pplug  history rows from the store, input encoder, aggregator, LLM with 2 soft prompts
+  rag    BM25 over the user's profile, LaMP's prompt with the top rag_k (4) items, LLM
+Weights are as initialised: latency does not depend on what they learned. Each example is
+answered once untimed, then `--repeats` times; the per-example median is kept and the
+table reports the median over examples, with the LLM input length in tokens.
+`--key=value` settings are TrainConfig's. Writes saved/bench/inference_cost.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+import config as config_lib
+from bench.train_throughput import Clock, machine_info
+from dataset.collate import collate
+from trainers.builder import RagPrompter, build_model, load_datasets
+
+METHODS = ("none", "twin", "pplug", "rag")
+
+
+def answer_fn(method: str, model, cfg, dataset, max_new_tokens: int):
+    """-> (index -> answer callable, index -> LLM input tokens) for one method."""
+    llm = model.llm
+    if method == "rag":
+        prompter = RagPrompter(cfg, llm)
+        answer = lambda i: llm.generate(None, [prompter(dataset.task, dataset.examples[i])], max_new_tokens)  # noqa
+        tokens = lambda i: llm.input_length(0, prompter(dataset.task, dataset.examples[i]))  # noqa: E731
+        return answer, tokens
+    prompts = {"none": 0, "twin": cfg.num_queries, "pplug": 2}[method]
+    answer = lambda i: model.generate(collate([dataset[i]]), max_new_tokens)  # noqa: E731
+    return answer, lambda i: llm.input_length(prompts, dataset[i].input)
+
+
+def measure(answer, indices: list[int], repeats: int, clock: Clock) -> list[float]:
+    """Per-example median latency (s) after one untimed answer."""
+    medians = []
+    for i in indices:
+        answer(i)
+        times = []
+        for _ in range(repeats):
+            start = clock()
+            answer(i)
+            times.append(clock() - start)
+        medians.append(statistics.median(times))
+    return medians
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="the LLM's weights")
+    parser.add_argument("--examples", type=int, default=16, help="dev examples, the first N")
+    parser.add_argument("--repeats", type=int, default=3, help="timed answers per example")
+    parser.add_argument("--out", default="saved/bench/inference_cost.json")
+    args, settings = parser.parse_known_args(argv)
+    _, overrides = config_lib.parse_overrides(settings)
+    cfg = config_lib.resolve_config(overrides={"llm_dtype": args.dtype, **overrides})
+    device = torch.device(args.device)
+    clock = Clock(device)
+    dataset, _ = load_datasets(cfg, cfg.eval_split, args.examples)[cfg.tasks[0]]
+    indices = list(range(len(dataset)))
+
+    results = {}
+    for method in METHODS:
+        model = build_model(dataclasses.replace(cfg, model=method)).to(device).eval()
+        if model.reads_history:
+            model.behavioral_encoder.precompute(dataset.all_history_texts())
+        answer, tokens = answer_fn(method, model, cfg, dataset, dataset.task.max_new_tokens)
+        with torch.no_grad():
+            latencies = measure(answer, indices, args.repeats, clock)
+        results[method] = {"median_latency_s": statistics.median(latencies), "latency_s": latencies,
+                           "median_llm_input_tokens": statistics.median(tokens(i) for i in indices)}
+        print(f"{method}: {results[method]['median_latency_s']:.3f} s, "
+              f"{results[method]['median_llm_input_tokens']:.0f} LLM input tokens", flush=True)
+        del model
+
+    def ratio(a: str, b: str) -> float:
+        return results[a]["median_latency_s"] / results[b]["median_latency_s"]
+
+    report = {"what": "per-example answer latency, batch 1, greedy", "encoder": cfg.encoder, "llm": cfg.llm,
+              "task": cfg.tasks[0], "data_dir": cfg.data_dir, "device": str(device), "dtype": args.dtype,
+              "examples": len(indices), "repeats": args.repeats, "rag_k": cfg.rag_k, "machine": machine_info(device),
+              "latency_ratio_twin_vs_none": ratio("twin", "none"), "latency_ratio_twin_vs_rag": ratio("twin", "rag"),
+              "methods": results, "argv": sys.argv[1:] if argv is None else argv}
+    machine = report["machine"]
+    print(f"\n{cfg.encoder} + {cfg.llm}, {cfg.tasks[0]} ({cfg.data_dir}), {args.dtype} on "
+          f"{machine['gpu'] or machine['cpu']} ({machine['torch_threads']} threads, torch {machine['torch']}); "
+          f"medians over {len(indices)} dev examples of the per-example median of {args.repeats} answers\n")
+    print("| method | latency per example (s) | vs none | LLM input tokens |\n|---|---|---|---|")
+    for method, r in results.items():
+        print(f"| {method} | {r['median_latency_s']:.3f} | {ratio(method, 'none'):.2f}x | "
+              f"{r['median_llm_input_tokens']:.0f} |")
+    print(f"\nlatency_ratio_twin_vs_none {report['latency_ratio_twin_vs_none']:.2f}, "
+          f"latency_ratio_twin_vs_rag {report['latency_ratio_twin_vs_rag']:.2f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""bench.inference_cost on tiny models: what it measures and reports (never how fast it is)."""
+
+import json
+
+from bench import inference_cost
+
+
+def test_inference_bench_answers_the_same_examples_with_each_method(tmp_path, tiny_model_dirs, lamp_dir, capsys):
+    out = tmp_path / "inference.json"
+    report = inference_cost.main([
+        "--device", "cpu", "--examples", "3", "--repeats", "1", "--out", str(out),
+        f"--encoder={tiny_model_dirs / 'bert'}", f"--llm={tiny_model_dirs / 'llama'}", f"--data_dir={lamp_dir}",
+        f"--cache_dir={tmp_path / 'cache'}", "--qformer_heads=4", "--num_queries=4", "--max_history=6"])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    methods = report["methods"]
+    assert list(methods) == ["none", "twin", "pplug", "rag"]
+    assert all(len(m["latency_s"]) == 3 and min(m["latency_s"]) > 0 for m in methods.values())
+    tokens = {name: m["median_llm_input_tokens"] for name, m in methods.items()}
+    # Soft prompts add a fixed number of positions; retrieval adds profile text.
+    assert tokens["twin"] == tokens["none"] + 4 and tokens["pplug"] == tokens["none"] + 2
+    assert tokens["rag"] > tokens["twin"]
+    assert report["latency_ratio_twin_vs_none"] == methods["twin"]["median_latency_s"] / \
+        methods["none"]["median_latency_s"]
+    assert "latency_ratio_twin_vs_rag" in capsys.readouterr().out
