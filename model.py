@@ -288,6 +288,9 @@ class QFormer(nn.Module):
         return self.final_norm(x)
 
 
+RESIDUAL_INIT = 0.1  # the user residual starts at ~10% of the prompts' RMS
+
+
 class PromptProjection(nn.Module):
     """H -> D soft prompts: a learned base prompt plus a user-dependent residual.
 
@@ -312,7 +315,7 @@ class PromptProjection(nn.Module):
         self.fc = nn.Linear(in_dim, out_dim)
         self.norm = nn.LayerNorm(out_dim)
         self.out = nn.Linear(out_dim, out_dim)
-        nn.init.zeros_(self.out.weight)
+        nn.init.normal_(self.out.weight, std=RESIDUAL_INIT / out_dim ** 0.5)
         nn.init.zeros_(self.out.bias)
         rms = embedding_table.detach().float().pow(2).mean().sqrt()
         self.register_buffer("target_rms", rms, persistent=False)
