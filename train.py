@@ -22,6 +22,7 @@ tasks = ["LaMP-1"]
 data_dir = "embedded"    # a folder in LaMP's layout, or the generated offline task
 encoder = "minilm"       # BAAI/bge-base-en-v1.5 on a cluster
 llm = "smollm2-135m"     # google/flan-t5-xxl or Qwen/... on a cluster
+llm_dtype = "bfloat16"   # frozen LLM weights; use "float32" on a CPU without native bf16 (emulated, slow)
 model = "twin"           # twin | pplug | none | rag | prompt_tuning | mean
 models = []              # several, e.g. ["twin", "pplug", "rag"]: one comparison table
 lr = 1e-4
