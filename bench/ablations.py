@@ -111,7 +111,10 @@ def plot(rows: list[dict], metric: str, path: Path) -> None:
             cells.append((DEFAULT_SETTING[axis], default["metrics"][metric], "tab:blue"))
         if axis in ("num_queries", "tune_layers"):
             cells.sort(key=lambda cell: int(cell[0]))
-        ax.bar([c[0] for c in cells], [c[1] for c in cells], color=[c[2] for c in cells])
+        bars = ax.bar([c[0] for c in cells], [c[1] for c in cells], color=[c[2] for c in cells])
+        ax.bar_label(bars, fmt="%.3f", fontsize=8)  # a bar at 0 is still visible as a number
+        if metric in ("accuracy", "f1"):
+            ax.set_ylim(0, 1.05)
         ax.set_title(axis)
         ax.tick_params(axis="x", rotation=30)
     axes[0][0].set_ylabel(f"dev {metric}")

@@ -11,9 +11,10 @@ is the task on which the numeric-signal path (`numeric_signals`) must earn its p
 * The profile is shuffled (not in time order) and holds about as many old as new
   reviews, in random proportion. So the texts, and even the bag of ratings they carry
   (LaMP-3's profile text shows each rating), tell the two ratings apart but not which
-  is current: a model reading only them is right half the time at best (0.5), one that
-  ignores the history 0.2. Only the `date` field says which rating is the recent one,
-  and reading it gets every answer right (`latest_rating`).
+  is current: a model reading only them is right about half the time (each of the two
+  is the current one equally often), one that ignores the history 0.2. Only the `date`
+  field says which rating is the recent one, and reading it gets every answer right
+  (`latest_rating`).
 * (old, new) cycles through the 20 ordered pairs of distinct ratings, so every answer
   is equally frequent and independent of the old rating.
 """

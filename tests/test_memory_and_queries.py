@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 import config as config_lib
+from dataset.embedded_ratings import generate_embedded_lamp3
 from memory import HistoryMemory, UserIndex
 from model import BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, QFormer, queries_for
 from test_model import HISTORY, INPUTS, batch
+from test_training import run_script, tiny_model_dirs  # noqa: F401  (a fixture)
 from tiny_models import tiny_bert, tiny_llama
 
 
@@ -130,3 +134,14 @@ def test_config_checks_the_new_settings_all_at_once():
                                                "memory_top_n": "16", "numeric_signals": "true"})
     assert (cfg.memory_top_n, cfg.numeric_signals, cfg.inference_queries) == (16, True, "history")
 
+
+
+def test_whole_script_runs_with_every_roadmap_option(tmp_path, tiny_model_dirs):  # noqa: F811
+    data = generate_embedded_lamp3(tmp_path / "data", seed=1, n_train=12, n_dev=6, n_test=2)
+    assert run_script(tmp_path, tiny_model_dirs, data, "--run_name=roadmap", "--tasks=LaMP-3", "--numeric_signals=true",
+                      "--memory_top_n=3", "--nested_queries=true", "--inference_queries=history") == 0
+    run = tmp_path / "roadmap"
+    assert set(json.loads((run / "metrics.json").read_text())["LaMP-3"]) == {"mae", "rmse"}
+    assert set(json.loads((run / "controls.json").read_text())["LaMP-3"]) == {"no_personalization", "other_history"}
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["memory_top_n"], saved["numeric_signals"], saved["inference_queries"]) == (3, True, "history")
