@@ -165,6 +165,21 @@ class TrainConfig:
     keep_checkpoints: int = 2
     """Checkpoints kept per run (older ones are deleted after a newer one is complete)."""
 
+    # --- roadmap: long-term memory, numeric signals, adaptive queries
+    memory_top_n: int = 0
+    """Long-term memory: only the N history items most similar to the query (cosine, in a per-user FAISS
+    index over the cached embeddings) reach the Q-Former; 0 = every item. The index holds the last
+    `max_history` items (set max_history=0 to index them all)."""
+    numeric_signals: bool = False
+    """Give the Q-Former each history item's numeric fields (rating, date, count; the task's
+    `numeric_fields`), normalized and projected, through a cross-attention of their own."""
+    nested_queries: bool = False
+    """Train so that any prefix of the queries works: causal self-attention among the queries, and each
+    training example keeps a random number 1..num_queries of them (nested query dropout)."""
+    inference_queries: str = "all"
+    """Queries used outside training: 'all', a number K (the first K), or 'history' (per example
+    ceil(log2(P + 1)) for the P items the Q-Former reads, at most num_queries; needs nested_queries)."""
+
     def resolved_cache_dir(self) -> Path:
         raw = self.cache_dir or os.environ.get("BEHAVIORAL_TWIN_CACHE") or "~/.cache/behavioral_twin"
         return Path(raw).expanduser()
@@ -315,6 +330,12 @@ def find_problems(cfg: TrainConfig) -> list[str]:
     need(cfg.lr > 0, f"lr: must be > 0, got {cfg.lr}")
     need(0 <= cfg.warmup_ratio < 1, f"warmup_ratio: must be in [0, 1), got {cfg.warmup_ratio}")
     need(0 <= cfg.qformer_dropout < 1, f"qformer_dropout: must be in [0, 1), got {cfg.qformer_dropout}")
+    need(cfg.memory_top_n >= 0, f"memory_top_n: must be >= 0, got {cfg.memory_top_n}")
+    rule = cfg.inference_queries
+    need(rule in ("all", "history") or (rule.isdigit() and int(rule) >= 1),
+         f"inference_queries: {rule!r} must be 'all', 'history' or a number >= 1")
+    need(cfg.inference_queries != "history" or cfg.nested_queries,
+         "inference_queries: 'history' picks a different prefix per example; train with nested_queries=true")
     if cfg.data_dir != "embedded":
         need(Path(cfg.data_dir).is_dir(), f"data_dir: {cfg.data_dir} is not a folder; download LaMP there or use 'embedded'")
     if cfg.resume_from:

@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dataset.numeric import NUM_FEATURES
 from history_store import HistoryStore, micro_batches
+from memory import HistoryMemory, query_texts
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -191,10 +193,13 @@ class QFormerLayer(nn.Module):
     Q-Former); `norm_first=True` gives the pre-norm variant, which is steadier when deep.
     """
 
-    def __init__(self, hidden: int, heads: int, dropout: float, norm_first: bool = False):
+    def __init__(self, hidden: int, heads: int, dropout: float, norm_first: bool = False, numeric: bool = False):
         super().__init__()
         self.norm_first = norm_first
         self.history_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        if numeric:  # numeric signals get their own cross-attention, right after the history's
+            self.numeric_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+            self.numeric_norm = nn.LayerNorm(hidden)
         self.input_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
         self.self_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
         self.ffn = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Dropout(dropout),
@@ -237,10 +242,15 @@ class QFormerLayer(nn.Module):
         out = attn(q, kv, kv, key_padding_mask=~kv_mask, need_weights=False)[0]
         return out * (~empty).to(out.dtype)[:, None, None]
 
-    def forward(self, queries, history, history_mask, inputs, input_mask):
+    def forward(self, queries, history, history_mask, inputs, input_mask, numeric=None, self_mask=None):
+        """numeric [B, P, H]: one token per history item (same mask as the history), or None.
+        self_mask [Q, Q] bool, True = may not attend (causal queries), or None."""
         x = self._residual(queries, self.norms[0], lambda h: self._cross(self.history_attn, h, history, history_mask))
+        if numeric is not None:
+            x = self._residual(x, self.numeric_norm, lambda h: self._cross(self.numeric_attn, h, numeric, history_mask))
         x = self._residual(x, self.norms[1], lambda h: self._cross(self.input_attn, h, inputs, input_mask))
-        x = self._residual(x, self.norms[2], lambda h: self.self_attn(h, h, h, need_weights=False)[0])
+        x = self._residual(x, self.norms[2],
+                           lambda h: self.self_attn(h, h, h, attn_mask=self_mask, need_weights=False)[0])
         return self._residual(x, self.norms[3], self.ffn)
 
 
@@ -260,7 +270,8 @@ class QFormer(nn.Module):
     """
 
     def __init__(self, hidden: int, num_queries: int = 8, num_layers: int = 2, heads: int = 8,
-                 dropout: float = 0.1, norm_first: bool = False, init: str = "aligned"):
+                 dropout: float = 0.1, norm_first: bool = False, init: str = "aligned",
+                 numeric_features: int = 0, causal_queries: bool = False):
         super().__init__()
         if init not in ("aligned", "random"):
             raise ValueError(f"Q-Former init must be 'aligned' or 'random', got {init!r}")
@@ -269,7 +280,18 @@ class QFormer(nn.Module):
         # on the way in makes the attention logits independent of it.
         self.history_norm = nn.LayerNorm(hidden)
         self.input_norm = nn.LayerNorm(hidden)
-        self.layers = nn.ModuleList(QFormerLayer(hidden, heads, dropout, norm_first) for _ in range(num_layers))
+        # Numeric signals (dataset/numeric.py rows, F wide): a small MLP lifts each item's row
+        # to the encoder width, added to the item's own embedding so the queries can ask
+        # "the rating of which review?" and not only "which ratings".
+        self.numeric_proj = (nn.Sequential(nn.Linear(numeric_features, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+                             if numeric_features else None)
+        self.numeric_norm = nn.LayerNorm(hidden) if numeric_features else None
+        # Causal self-attention among the queries makes query k depend on queries 1..k only,
+        # so the first K outputs are the same whether K or all queries run: any prefix is a
+        # complete summary (with nested query dropout in training, a good one).
+        self.causal_queries = causal_queries
+        self.layers = nn.ModuleList(QFormerLayer(hidden, heads, dropout, norm_first, numeric=bool(numeric_features))
+                                    for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(hidden) if norm_first else nn.Identity()
         if init == "aligned":
             for layer in self.layers:
@@ -279,12 +301,26 @@ class QFormer(nn.Module):
     def num_queries(self) -> int:
         return self.query_tokens.shape[1]
 
-    def forward(self, history, history_mask, inputs, input_mask) -> torch.Tensor:
-        """history [B, P, H] + mask [B, P], inputs [B, T, H] + mask [B, T] -> [B, Q, H]."""
-        x = self.query_tokens.expand(history.shape[0], -1, -1)
+    def forward(self, history, history_mask, inputs, input_mask, numbers=None, num_queries=None) -> torch.Tensor:
+        """history [B, P, H] + mask [B, P], inputs [B, T, H] + mask [B, T] -> [B, Q, H].
+
+        numbers [B, P, F]: each item's numeric features (needed iff built with numeric_features).
+        num_queries: run only the first K queries -> [B, K, H] (None = all).
+        """
+        k = num_queries or self.num_queries
+        x = self.query_tokens[:, :k].expand(history.shape[0], -1, -1)
         history, inputs = self.history_norm(history), self.input_norm(inputs)
+        numeric = None
+        if self.numeric_proj is not None:
+            if numbers is None:
+                raise ValueError("this Q-Former reads numeric signals: pass numbers [B, P, F] "
+                                 "(a dataset built with numeric=True fills batch.history_numbers)")
+            numeric = self.numeric_norm(history + self.numeric_proj(numbers.to(history.dtype)))  # [B, P, H]
+        self_mask = None
+        if self.causal_queries:
+            self_mask = torch.ones(k, k, dtype=torch.bool, device=x.device).triu(1)  # True = masked
         for layer in self.layers:
-            x = layer(x, history, history_mask, inputs, input_mask)
+            x = layer(x, history, history_mask, inputs, input_mask, numeric, self_mask)
         return self.final_norm(x)
 
 
@@ -393,7 +429,8 @@ class FrozenLLM(nn.Module):
 
     def _prompt_rows(self, prompts: torch.Tensor | None, inputs: list[str]) -> list[torch.Tensor]:
         """Per example [prefix; prompts; input; suffix] (or [prefix; input; prompts; suffix])
-        embeddings, [L_i, D]."""
+        embeddings, [L_i, D]. prompts: [B, Q, D], or a list of [Q_i, D] when examples use
+        different numbers of soft prompts (adaptive queries)."""
         dtype = self.model.get_input_embeddings().weight.dtype
         prefix, suffix = self._embed(self.prefix_ids), self._embed(self.suffix_ids)
         rows = []
@@ -498,15 +535,63 @@ class PersonalizedLLM(nn.Module):
                 p.copy_(state[name].to(p.device, p.dtype))
 
 
+def queries_for(rule: str, history_sizes: list[int], num_queries: int) -> list[int]:
+    """How many queries each example uses outside training (`inference_queries`).
+
+    'all' -> Q; a number K -> min(K, Q); 'history' -> min(Q, ceil(log2(P + 1))) for the P
+    items the Q-Former reads: 1 query for one item, 2 for up to 3, 3 for up to 7, 4 for up
+    to 15 ... 8 from 128 items on. A longer history has more to summarize; a short one gets
+    a short prompt. With nested query training every prefix is a complete summary.
+    """
+    if rule == "all":
+        return [num_queries] * len(history_sizes)
+    if rule == "history":
+        return [min(num_queries, max(1, int(p).bit_length())) for p in history_sizes]  # bit_length = ceil(log2(p+1))
+    return [min(int(rule), num_queries)] * len(history_sizes)
+
+
+def pad_history(rows: list[torch.Tensor], hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example [P_i, H] (P_i may be 0) -> [B, P, H] and mask [B, P]; an empty history
+    gets one zero slot, masked out."""
+    embeddings, mask = pad_stack([r if len(r) else r.new_zeros(1, hidden) for r in rows])
+    for i, r in enumerate(rows):
+        if not len(r):
+            mask[i] = False
+    return embeddings, mask
+
+
+def history_numbers(batch, chosen: list | None, slots: int) -> torch.Tensor:
+    """batch.history_numbers (per example, per item, a feature row) -> [B, slots, F], row j of
+    example i for its j-th history slot; `chosen` per example the item ids memory kept (None: all)."""
+    if getattr(batch, "history_numbers", None) is None:
+        raise ValueError("numeric_signals is on but the batch carries no history_numbers; "
+                         "build the dataset with numeric=True (the builder does when numeric_signals is set)")
+    width = next((len(r[0]) for r in batch.history_numbers if r), NUM_FEATURES)
+    out = torch.zeros(len(batch.history_numbers), slots, width)
+    for i, rows in enumerate(batch.history_numbers):
+        picked = rows if chosen is None else [rows[j] for j in chosen[i]]
+        if picked:
+            out[i, :len(picked)] = torch.tensor(picked)
+    return out
+
+
 class BehavioralTwin(PersonalizedLLM):
     """history + query -> soft prompts -> frozen LLM.
 
     `aggregator="mean"` replaces the Q-Former by the mean of the history embeddings (the
     ablation of SPEC section 3); its single vector is projected to one soft prompt.
+
+    Roadmap options (config: memory_top_n, numeric_signals, nested_queries, inference_queries):
+    `memory` keeps each example's top-N history items by similarity to its query
+    (memory.py); a Q-Former built with numeric_features reads batch.history_numbers;
+    `nested_queries` trains each example on a random prefix of the queries (nested query
+    dropout: the queries past it get no say in that example's answer, so the early ones
+    learn to carry the most), and `inference_queries` picks the prefix outside training.
     """
 
     def __init__(self, behavioral_encoder: BehavioralEncoder, input_encoder: InputEncoder,
-                 qformer: QFormer, llm: FrozenLLM, aggregator: str = "qformer"):
+                 qformer: QFormer, llm: FrozenLLM, aggregator: str = "qformer", memory: HistoryMemory | None = None,
+                 nested_queries: bool = False, inference_queries: str = "all"):
         super().__init__(llm)
         if aggregator not in ("qformer", "mean"):
             raise ValueError(f"aggregator must be 'qformer' or 'mean', got {aggregator!r}")
@@ -514,19 +599,61 @@ class BehavioralTwin(PersonalizedLLM):
         self.input_encoder = input_encoder
         self.qformer = qformer
         self.aggregator = aggregator
+        self.memory = memory
+        self.nested_queries = nested_queries
+        self.inference_queries = inference_queries
+        queries_for(inference_queries, [], qformer.num_queries)  # a bad rule fails here, not mid-run
         if aggregator == "mean":  # the mean path never calls them: nothing of theirs may train
             freeze(self.input_encoder)
             freeze(self.qformer)
         self.projection = PromptProjection(behavioral_encoder.hidden_size, llm.model.get_input_embeddings().weight,
                                            1 if aggregator == "mean" else qformer.num_queries)
 
-    def soft_prompts(self, batch) -> torch.Tensor:
-        """batch.history / batch.inputs -> [B, Q, D] (mean aggregator: [B, 1, D])."""
-        history, history_mask = self.behavioral_encoder(batch.history)  # [B, P, H], [B, P]
+    def read_history(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """-> history [B, P, H], mask [B, P], and numbers [B, P, F] when the Q-Former reads them.
+        With long-term memory P <= memory.top_n: only the items most similar to each query."""
+        encoder = self.behavioral_encoder
+        chosen = None
+        if self.memory is None:
+            history, history_mask = encoder(batch.history)
+        else:
+            queries = encoder.encode_texts(query_texts(batch))  # [B, H], frozen and cached
+            chosen, rows = self.memory.select(batch.history, queries, encoder.encode_texts)
+            history, history_mask = pad_history(rows, encoder.hidden_size)
+            device = next(encoder.backbone.parameters()).device
+            history, history_mask = history.to(device), history_mask.to(device)
+        numbers = None
+        if self.aggregator == "qformer" and self.qformer.numeric_proj is not None:
+            numbers = history_numbers(batch, chosen, history.shape[1]).to(history.device)
+        return history, history_mask, numbers
+
+    def query_counts(self, history_mask: torch.Tensor) -> list[int]:
+        """Queries each example uses: a random prefix in nested training, else the inference rule."""
+        total = self.qformer.num_queries
+        if self.training:
+            if self.nested_queries:  # nested query dropout: uniform over 1..Q, per example
+                return torch.randint(1, total + 1, (history_mask.shape[0],)).tolist()
+            return [total] * history_mask.shape[0]
+        return queries_for(self.inference_queries, history_mask.sum(1).tolist(), total)
+
+    def summarize(self, batch) -> tuple[torch.Tensor, list[int]]:
+        """-> Q-Former outputs [B, K, H] (mean aggregator: [B, 1, H]) and how many of them each
+        example uses (K = the largest; causal queries make a shorter prefix exact)."""
+        history, history_mask, numbers = self.read_history(batch)  # [B, P, H], [B, P], [B, P, F] | None
         if self.aggregator == "mean":
             weights = history_mask.unsqueeze(-1).to(history.dtype)
             summary = (history * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp(min=1)
-        else:
-            inputs, input_mask = self.input_encoder(batch.inputs)  # [B, T, H], [B, T]
-            summary = self.qformer(history, history_mask, inputs, input_mask)  # [B, Q, H]
-        return self.projection(summary)  # [B, Q, D]
+            return summary, [1] * len(summary)
+        counts = self.query_counts(history_mask)
+        inputs, input_mask = self.input_encoder(batch.inputs)  # [B, T, H], [B, T]
+        summary = self.qformer(history, history_mask, inputs, input_mask, numbers, num_queries=max(counts))
+        return summary, counts
+
+    def soft_prompts(self, batch) -> torch.Tensor | list[torch.Tensor]:
+        """batch.history / batch.inputs -> [B, Q, D] (mean aggregator: [B, 1, D]); when examples
+        use different numbers of queries, a list of [Q_i, D] (the LLM takes either)."""
+        summary, counts = self.summarize(batch)
+        prompts = self.projection(summary)  # [B, K, D]
+        if all(count == prompts.shape[1] for count in counts):
+            return prompts
+        return [p[:count] for p, count in zip(prompts, counts)]

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dataset.lamp import LaMPExample
+from dataset.numeric import item_features
 from dataset.tasks import TaskSpec
 
 T = TypeVar("T")
@@ -23,6 +24,8 @@ class Batch:
     history: list[list[str]]  # profile texts per example, at most max_history each
     inputs: list[str]  # the question text
     targets: list[str] | None  # gold outputs; None if any example lacks one
+    # Per example, per history item, its dataset.numeric feature row (numeric_signals only).
+    history_numbers: list[list[list[float]]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -37,6 +40,7 @@ class LaMPItem:
     history: list[str]
     input: str
     target: str | None
+    numbers: list[list[float]] | None = None  # a feature row per history item (numeric_signals)
 
 
 def select_history(profile_texts: Sequence[T], max_history: int) -> list[T]:
@@ -58,18 +62,23 @@ class LaMPDataset(Dataset):
     large and the raw items are already in memory.
     """
 
-    def __init__(self, examples: list[LaMPExample], task: TaskSpec, max_history: int):
+    def __init__(self, examples: list[LaMPExample], task: TaskSpec, max_history: int, numeric: bool = False):
         self.examples = examples
         self.task = task
         self.max_history = max_history
+        self.numeric = numeric  # also give each history item's numeric features
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, index: int) -> LaMPItem:
         example = self.examples[index]
+        numbers = None
+        if self.numeric:
+            numbers = [item_features(item, self.task.numeric_fields)
+                       for item in select_history(example.profile, self.max_history)]
         return LaMPItem(id=example.id, task=self.task.name, history=self._history(example),
-                        input=example.input, target=example.output)
+                        input=example.input, target=example.output, numbers=numbers)
 
     def all_history_texts(self) -> list[str]:
         """Distinct history texts after selection, in first-seen order, so embeddings can
@@ -93,6 +102,7 @@ def collate(items: Sequence[LaMPItem]) -> Batch:
         history=[list(item.history) for item in items],
         inputs=[item.input for item in items],
         targets=None if any(target is None for target in targets) else targets,
+        history_numbers=None if any(item.numbers is None for item in items) else [item.numbers for item in items],
     )
 
 

@@ -18,6 +18,8 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from dataset.numeric import KINDS as NUMERIC_KINDS
+
 ProfileItem = Mapping[str, Any]
 
 # LaMP-2 (movie tagging, the benchmark's current LaMP-2) answers with one of these tags,
@@ -64,6 +66,9 @@ class TaskSpec:
     # Question text -> the part a retriever should search the profile with.
     extract_query: Callable[[str], str] = field(repr=False, compare=False)
     rag: RagFormat  # how the `rag` baseline writes retrieved items into the question
+    # (profile field, kind) pairs the numeric-signal path reads (dataset/numeric.py); items
+    # lacking a field just leave its slot empty.
+    numeric_fields: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         # Checked at import, so a mistyped spec fails loudly before any data is read.
@@ -77,6 +82,9 @@ class TaskSpec:
         if unknown:
             raise ValueError(f"TaskSpec {self.name}: corpus_fields {unknown} are not in profile_fields "
                              f"{self.profile_fields}; the loader would not guarantee them. Add them there.")
+        bad_kinds = [kind for _, kind in self.numeric_fields if kind not in NUMERIC_KINDS]
+        if bad_kinds:
+            raise ValueError(f"TaskSpec {self.name}: numeric kinds {bad_kinds} are not among {NUMERIC_KINDS}")
         rag_fields = {name for _, name, _, _ in string.Formatter().parse(self.rag.item) if name} | {self.rag.shorten}
         if not rag_fields <= set(self.profile_fields):
             raise ValueError(f"TaskSpec {self.name}: the rag format uses fields {sorted(rag_fields)}, but "
@@ -175,6 +183,9 @@ def _lamp7_profile_text(item: ProfileItem) -> str:
 _CLASSIFICATION = ("accuracy", "f1")
 _REGRESSION = ("mae", "rmse")
 _GENERATION = ("rouge-1", "rouge-L")
+# Profile items that carry a date (a time-ordered export, the embedded LaMP-3) give it to
+# the numeric-signal path; items without one leave the slot empty.
+_DATED = (("date", "date"),)
 
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
@@ -189,6 +200,7 @@ TASKS: dict[str, TaskSpec] = {
             corpus_fields=("title", "abstract"),
             extract_query=_lamp1_query,
             rag=RagFormat('"{title}"', "title", placement="after_title"),
+            numeric_fields=_DATED,
         ),
         TaskSpec(
             name="LaMP-2",  # personalized movie tagging, one of 15 tags
@@ -201,6 +213,7 @@ TASKS: dict[str, TaskSpec] = {
             corpus_fields=("description",),
             extract_query=text_after("description:"),
             rag=RagFormat('the tag for the movie: "{description}" is "{tag}" ', "description"),
+            numeric_fields=_DATED,
         ),
         TaskSpec(
             name="LaMP-3",  # personalized product rating, 1-5
@@ -212,6 +225,7 @@ TASKS: dict[str, TaskSpec] = {
             corpus_fields=("text",),
             extract_query=text_after("review:"),
             rag=RagFormat('{score} is the score for "{text}" ', "text"),
+            numeric_fields=(("score", "rating"), *_DATED),
         ),
         TaskSpec(
             name="LaMP-4",  # personalized news headline generation
@@ -223,6 +237,7 @@ TASKS: dict[str, TaskSpec] = {
             corpus_fields=("title", "text"),
             extract_query=text_after("article:"),
             rag=RagFormat('"{title}" is the title for "{text}" ', "text"),
+            numeric_fields=_DATED,
         ),
         TaskSpec(
             name="LaMP-5",  # personalized scholarly title generation
@@ -234,6 +249,7 @@ TASKS: dict[str, TaskSpec] = {
             corpus_fields=("title", "abstract"),
             extract_query=text_after("paper:"),
             rag=RagFormat('"{title}" is a title for "{abstract}" ', "abstract", lead=". Following the given patterns "),
+            numeric_fields=_DATED,
         ),
         TaskSpec(
             name="LaMP-6",  # personalized email subject generation (Avocado corpus, not public)
@@ -245,6 +261,7 @@ TASKS: dict[str, TaskSpec] = {
             corpus_fields=("text",),  # LaMP's retriever indexes the email bodies only
             extract_query=text_after(":"),
             rag=RagFormat('"{title}" is the title for "{text}" ', "text"),
+            numeric_fields=_DATED,
         ),
         TaskSpec(
             name="LaMP-7",  # personalized tweet paraphrasing
@@ -256,6 +273,7 @@ TASKS: dict[str, TaskSpec] = {
             corpus_fields=("text",),
             extract_query=text_after(":"),
             rag=RagFormat('"{text}" ', "text", lead=" are written by a person. Following the given patterns "),
+            numeric_fields=_DATED,
         ),
     )
 }

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from dataset.lamp import read_lamp_split
-from dataset.tasks import LAMP2_MOVIE_TAGS, TASKS, TaskSpec, get_task, text_after
+from dataset.tasks import LAMP2_MOVIE_TAGS, TASKS, RagFormat, TaskSpec, get_task, text_after
 
 # One official-format question per task (the instruction wording is LaMP's), the profile
 # item it carries, and what the spec must make of them.
@@ -148,8 +148,8 @@ def test_spec_rejects_corpus_field_the_loader_does_not_check():
     with pytest.raises(ValueError, match="corpus_fields.*'body'"):
         TaskSpec(name="LaMP-X", labels=None, profile_fields=("text",), metrics=("rouge-1",),
                  max_new_tokens=8, render_profile_item=str, corpus_fields=("body",),
-                 extract_query=str.strip)
+                 extract_query=str.strip, rag=RagFormat('"{text}"', "text"))
     with pytest.raises(ValueError, match="max_new_tokens"):
         TaskSpec(name="LaMP-X", labels=None, profile_fields=("text",), metrics=("rouge-1",),
                  max_new_tokens=0, render_profile_item=str, corpus_fields=("text",),
-                 extract_query=str.strip)
+                 extract_query=str.strip, rag=RagFormat('"{text}"', "text"))

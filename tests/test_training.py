@@ -177,8 +177,8 @@ def test_embedded_data_dir_generates_each_requested_task_and_names_the_missing_o
     cfg = config_lib.TrainConfig(cache_dir=str(tmp_path), tasks=["LaMP-1", "LaMP-7"])
     root = data_root(cfg)
     assert (root / "LaMP_1" / "dev_outputs.json").is_file() and (root / "LaMP_7" / "dev_outputs.json").is_file()
-    cfg.tasks = ["LaMP-3"]
-    with pytest.raises(FileNotFoundError, match="no embedded version of LaMP-3.*LaMP-1, LaMP-7"):
+    cfg.tasks = ["LaMP-4"]
+    with pytest.raises(FileNotFoundError, match="no embedded version of LaMP-4.*LaMP-1, LaMP-3, LaMP-7"):
         data_root(cfg)
 
 

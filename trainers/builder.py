@@ -16,7 +16,10 @@ from dataset.embedded_style import ensure_embedded_lamp7
 from dataset.lamp import check_split_files, load_split
 from dataset.retrieval import bm25_ranking, dense_ranking, rag_prompt
 from dataset.tasks import get_task
+from dataset.embedded_ratings import ensure_embedded_lamp3
+from dataset.numeric import NUM_FEATURES
 from history_store import HistoryStore, store_identity
+from memory import HistoryMemory
 from model import BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, PersonalizedLLM, QFormer
 from pplug import PPlug
 
@@ -74,9 +77,12 @@ def build_model(cfg) -> PersonalizedLLM:
         raise ValueError(f"qformer_heads: {cfg.qformer_heads} does not divide the encoder width {hidden}")
     torch.manual_seed(cfg.seed)
     qformer = QFormer(hidden, cfg.num_queries, cfg.qformer_layers, cfg.qformer_heads, cfg.qformer_dropout,
-                      cfg.qformer_norm_first, cfg.qformer_init)
+                      cfg.qformer_norm_first, cfg.qformer_init,
+                      numeric_features=NUM_FEATURES if cfg.numeric_signals else 0, causal_queries=cfg.nested_queries)
     return BehavioralTwin(behavioral, input_encoder, qformer, llm,
-                          aggregator="mean" if cfg.model == "mean" else "qformer")
+                          aggregator="mean" if cfg.model == "mean" else "qformer",
+                          memory=HistoryMemory(cfg.memory_top_n) if cfg.memory_top_n else None,
+                          nested_queries=cfg.nested_queries, inference_queries=cfg.inference_queries)
 
 
 class RagPrompter:
@@ -108,12 +114,13 @@ def retrieval_augmented(cfg, sets: dict, llm: FrozenLLM) -> dict:
     for name, (dataset, golds) in sets.items():
         examples = [dataclasses.replace(example, input=prompter(dataset.task, example))
                     for example in tqdm(dataset.examples, desc=f"retrieving for {name} ({cfg.retriever})", leave=False)]
-        out[name] = (LaMPDataset(examples, dataset.task, cfg.max_history), golds)
+        out[name] = (LaMPDataset(examples, dataset.task, cfg.max_history, numeric=cfg.numeric_signals), golds)
     return out
 
 
-# Tasks that data_dir=embedded can generate: a classification and a generation task.
-EMBEDDED_TASKS = {"LaMP-1": ensure_embedded_data, "LaMP-7": ensure_embedded_lamp7}
+# Tasks that data_dir=embedded can generate: a classification task, a generation task, and
+# a rating task whose answer only the items' dates reveal (for numeric_signals).
+EMBEDDED_TASKS = {"LaMP-1": ensure_embedded_data, "LaMP-3": ensure_embedded_lamp3, "LaMP-7": ensure_embedded_lamp7}
 
 
 def data_root(cfg) -> Path:
@@ -143,5 +150,5 @@ def load_datasets(cfg, split: str, limit: int = 0) -> dict[str, tuple[LaMPDatase
         if limit:
             examples = examples[:limit]
         golds = {e.id: e.output for e in examples if e.output is not None}
-        out[name] = (LaMPDataset(examples, task, cfg.max_history), golds)
+        out[name] = (LaMPDataset(examples, task, cfg.max_history, numeric=cfg.numeric_signals), golds)
     return out

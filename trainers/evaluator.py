@@ -19,11 +19,14 @@ from trainers.metrics import task_metrics
 VARIANTS = ("model", "no_personalization", "other_history")
 
 
-def rotate_histories(batch, histories_by_id: dict[str, list[str]], order: list[str]):
-    """Give example i the history of the next example in `order` (another user)."""
+def rotate_histories(batch, histories_by_id: dict[str, list[str]], order: list[str],
+                     numbers_by_id: dict[str, list] | None = None):
+    """Give example i the history of the next example in `order` (another user), and that
+    user's numeric signals too when the batch carries them."""
     position = {example_id: i for i, example_id in enumerate(order)}
-    other = [histories_by_id[order[(position[i] + 1) % len(order)]] for i in batch.ids]
-    return dataclasses.replace(batch, history=other)
+    donors = [order[(position[i] + 1) % len(order)] for i in batch.ids]
+    numbers = [numbers_by_id[d] for d in donors] if numbers_by_id is not None else batch.history_numbers
+    return dataclasses.replace(batch, history=[histories_by_id[d] for d in donors], history_numbers=numbers)
 
 
 class ModelEvaluator:
@@ -40,10 +43,12 @@ class ModelEvaluator:
         was_training = model.training
         model.eval()
         loader = self.accelerator.prepare(DataLoader(dataset, batch_size=self.batch_size, collate_fn=collate))
-        histories, order = None, None
+        histories, order, numbers = None, None, None
         if variant == "other_history":
             everything = collate([dataset[i] for i in range(len(dataset))])
             histories, order = dict(zip(everything.ids, everything.history)), everything.ids
+            if everything.history_numbers is not None:
+                numbers = dict(zip(everything.ids, everything.history_numbers))
         predictions: dict[str, str] = {}
         bar = tqdm(loader, desc=f"eval {task.name} ({variant})", disable=not self.accelerator.is_main_process,
                    leave=False)
@@ -52,7 +57,7 @@ class ModelEvaluator:
                 outputs = model.llm.generate(None, batch.inputs, task.max_new_tokens, self.num_beams)
             else:
                 if variant == "other_history":
-                    batch = rotate_histories(batch, histories, order)
+                    batch = rotate_histories(batch, histories, order, numbers)
                 outputs = model.generate(batch, task.max_new_tokens, self.num_beams)
             # gather_for_metrics drops the samples accelerate repeats to even out the last batch.
             for example_id, output in self.accelerator.gather_for_metrics(list(zip(batch.ids, outputs)),

@@ -1,0 +1,138 @@
+"""Accuracy against the number of queries used, with and without nested query training.
+
+    python -m bench.adaptive_queries [--queries 8] [--steps 300] [--lr 1e-3] [--batch_size 32] [--threads 1]
+
+Measured in the probe setting of bench/qformer_probe.py, where the embedded LaMP-1 is
+learnable on a CPU: the run's history encoder and Q-Former with a linear head (mean of
+the query outputs used -> [1]/[2]) in place of the frozen LLM. The input encoder is
+frozen here (tune_layers=0), so its outputs are computed once per question and the
+run takes minutes, not hours.
+
+Two Q-Formers train on the same data in the same order: one as usual (all queries), one
+with nested query dropout (`nested_queries`: causal queries, each example a random
+prefix 1..Q). Each is then evaluated on the dev split with the first K queries, for
+K = 1, 2, 4, ... Q, and (nested only) with the per-example rule `inference_queries=history`.
+Prints a markdown table and writes saved/bench/adaptive_queries.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from config import TrainConfig
+from dataset.collate import collate
+from model import pad_stack
+from trainers.builder import build_model, load_datasets
+
+
+class CachedInputs(nn.Module):
+    """A frozen input encoder whose outputs are computed once per text: [B, T, H] + mask [B, T]."""
+
+    def __init__(self, encoder: nn.Module, rows: dict[str, torch.Tensor]):
+        super().__init__()
+        self.encoder = encoder
+        self.rows = rows  # text -> [T_i, H]; shared by models whose frozen input encoders are equal
+
+    @torch.no_grad()
+    def forward(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.rows]
+        for start in range(0, len(missing), 64):
+            chunk = missing[start:start + 64]
+            states, mask = self.encoder(chunk)
+            self.rows.update((t, s[m]) for t, s, m in zip(chunk, states, mask))
+        return pad_stack([self.rows[t] for t in texts])
+
+
+def head_logits(twin, head: nn.Linear, batch) -> torch.Tensor:
+    """Mean of the query outputs each example uses -> [B, 2]."""
+    summary, counts = twin.summarize(batch)  # [B, K, H], K_i per example
+    used = torch.arange(summary.shape[1])[None, :] < torch.tensor(counts)[:, None]  # [B, K]
+    pooled = (summary * used[..., None]).sum(1) / used.sum(1, keepdim=True)
+    return head(pooled)
+
+
+def labels(batch) -> torch.Tensor:
+    return torch.tensor([int(target == "[2]") for target in batch.targets])
+
+
+def train_and_evaluate(nested: bool, args, train, dev, input_rows: dict) -> dict:
+    cfg = TrainConfig(seed=args.seed, num_queries=args.queries, nested_queries=nested, tune_layers=0)
+    twin = build_model(cfg)
+    twin.input_encoder = CachedInputs(twin.input_encoder, input_rows)
+    torch.manual_seed(args.seed)
+    head = nn.Linear(twin.behavioral_encoder.hidden_size, 2)
+    optimizer = torch.optim.AdamW([*twin.qformer.parameters(), *head.parameters()], lr=args.lr)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed)).tolist()
+    started = time.time()
+    for step in range(args.steps):
+        twin.train()
+        start = (step * args.batch_size) % len(train)
+        batch = collate([train[i] for i in order[start:start + args.batch_size]])
+        F.cross_entropy(head_logits(twin, head, batch), labels(batch)).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    print(f"{'nested' if nested else 'plain'}: {args.steps} steps in {time.time() - started:.0f} s", flush=True)
+
+    twin.eval()
+    dev_batches = [collate([dev[j] for j in range(i, min(i + 50, len(dev)))]) for i in range(0, len(dev), 50)]
+    rules = [str(2 ** i) for i in range(args.queries.bit_length()) if 2 ** i < args.queries] + [str(args.queries)]
+    rules += ["history"] if nested else []
+    accuracy, mean_queries = {}, {}
+    with torch.no_grad():
+        for rule in rules:
+            twin.inference_queries = rule
+            correct, used = 0, []
+            for batch in dev_batches:
+                correct += (head_logits(twin, head, batch).argmax(-1) == labels(batch)).sum().item()
+                used += twin.summarize(batch)[1]
+            accuracy[rule], mean_queries[rule] = correct / len(dev), sum(used) / len(used)
+    return {"accuracy": accuracy, "mean_queries": mean_queries}
+
+
+def table(results: dict, queries: int) -> str:
+    lines = ["| queries used | plain training | nested query dropout |", "|---|---|---|"]
+    for rule, nested_accuracy in results["nested"]["accuracy"].items():
+        if rule == "history":
+            label = f"per example, `history` rule (mean {results['nested']['mean_queries'][rule]:.2f})"
+        else:
+            label = f"first {rule} of {queries}"
+        plain = results["plain"]["accuracy"].get(rule)
+        lines.append(f"| {label} | {'n/a' if plain is None else f'{plain:.3f}'} | {nested_accuracy:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queries", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0 = torch's default); on a shared machine 1 is often faster")
+    parser.add_argument("--out", default="saved/bench/adaptive_queries.json")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig()
+    train, _ = load_datasets(cfg, "train")["LaMP-1"]
+    dev, _ = load_datasets(cfg, "dev")["LaMP-1"]
+    input_rows: dict[str, torch.Tensor] = {}
+    results = {name: train_and_evaluate(name == "nested", args, train, dev, input_rows) for name in ("plain", "nested")}
+    text = table(results, args.queries)
+    print(f"\nembedded LaMP-1 dev accuracy ({len(dev)} examples), probe setting, {args.steps} steps:\n{text}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "results": results, "table": text}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
