@@ -6,7 +6,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import train
 from baselines import NoPersonalization, PromptTuning
 from dataset.retrieval import bm25_ranking, dense_ranking, rag_prompt
 from dataset.tasks import get_task

@@ -12,7 +12,7 @@ from dataset.embedded_ratings import generate_embedded_lamp3
 from memory import HistoryMemory, UserIndex
 from model import BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, QFormer, queries_for
 from test_model import HISTORY, INPUTS, batch
-from test_training import run_script, tiny_model_dirs  # noqa: F401  (a fixture)
+from test_training import run_script
 from tiny_models import tiny_bert, tiny_llama
 
 
