@@ -357,8 +357,8 @@ class PromptProjection(nn.Module):
         self.register_buffer("target_rms", rms, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, Q, H] -> [B, Q, D]."""
-        return self.base + self.target_rms * self.out(self.norm(F.gelu(self.fc(x))))
+        """x [B, K, H] -> [B, K, D]; K <= Q (a prefix of the queries gets the same prefix of `base`)."""
+        return self.base[:, :x.shape[1]] + self.target_rms * self.out(self.norm(F.gelu(self.fc(x))))
 
 
 # ----------------------------------------------------------------------------- frozen LLM
