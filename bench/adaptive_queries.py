@@ -18,7 +18,6 @@ Prints a markdown table and writes saved/bench/adaptive_queries.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.common import add_threads_option, apply_threads, write_report
 from config import TrainConfig
 from dataset.collate import collate
 from model import pad_stack
@@ -115,12 +115,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (0 = torch's default); on a shared machine 1 is often faster")
+    add_threads_option(parser)
     parser.add_argument("--out", default="saved/bench/adaptive_queries.json")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     cfg = TrainConfig()
     train, _ = load_datasets(cfg, "train")["LaMP-1"]
     dev, _ = load_datasets(cfg, "dev")["LaMP-1"]
@@ -129,9 +127,7 @@ def main() -> None:
     text = table(results, args.queries)
     print(f"\nembedded LaMP-1 dev accuracy ({len(dev)} examples), probe setting, {args.steps} steps:\n{text}")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "results": results, "table": text}, indent=2))
-    print(f"wrote {out}")
+    write_report({"args": vars(args), "results": results, "table": text}, out)
 
 
 if __name__ == "__main__":

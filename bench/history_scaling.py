@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from bench.common import add_threads_option, apply_threads, write_report
 from config import TrainConfig
 from dataset.collate import Batch
 from history_store import HistoryStore
@@ -94,12 +95,10 @@ def main() -> None:
     parser.add_argument("--lengths", default="10,100,1000,10000")
     parser.add_argument("--top_n", type=int, default=16, help="memory_top_n: items the Q-Former reads with memory")
     parser.add_argument("--repeats", type=int, default=5, help="examples timed per setting (median reported)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (0 = torch's default); on a shared machine 1 is steadier")
+    add_threads_option(parser)
     parser.add_argument("--out", default="saved/bench/history_scaling.json")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     lengths = [int(n) for n in args.lengths.split(",")]
 
     cfg = TrainConfig()
@@ -147,10 +146,8 @@ def main() -> None:
         summary[f"peak_memory_ratio_{suffix}"] = b["peak_bytes_prompts"] / a["peak_bytes_prompts"]
         summary[f"peak_memory_ratio_{suffix}_with_llm"] = b["peak_bytes_with_llm"] / a["peak_bytes_with_llm"]
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if k.endswith("memory") or "ratio" in k}, indent=2))
-    print(f"wrote {out}")
+    write_report(summary, out)
 
 
 if __name__ == "__main__":

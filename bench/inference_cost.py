@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import sys
-from pathlib import Path
 
 import torch
 
 import config as config_lib
-from bench.train_throughput import Clock, machine_info
+from bench.common import Clock, machine_info, write_report
 from dataset.collate import collate
 from trainers.builder import RagPrompter, build_model, load_datasets
 
@@ -109,10 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{r['median_llm_input_tokens']:.0f} |")
     print(f"\nlatency_ratio_twin_vs_none {report['latency_ratio_twin_vs_none']:.2f}, "
           f"latency_ratio_twin_vs_rag {report['latency_ratio_twin_vs_rag']:.2f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    write_report(report, args.out)
     return report
 
 

@@ -20,18 +20,14 @@ Prints a table and writes saved/bench/train_throughput.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
-import time
-from pathlib import Path
 
 import torch
 
 import config as config_lib
+from bench.common import Clock, machine_info, write_report
 from dataset.collate import collate
 from history_store import HistoryStore
 from model import BehavioralEncoder, BehavioralTwin
@@ -43,35 +39,12 @@ LABELS = {"store": "store (rows read from disk)", "uncached": "uncached (encoded
           "seed_style": "seed style (encoded every step, padded to 512)"}
 
 
-def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").exists():
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "torch": torch.__version__, "python": platform.python_version()}
-
-
 def history_sources(encoder: BehavioralEncoder, store: HistoryStore) -> dict[str, BehavioralEncoder]:
     """The three variants, all on the same frozen backbone."""
     backbone, tok, pooling = encoder.backbone, encoder.tokenizer, encoder.pooling
     return {"store": BehavioralEncoder(backbone, tok, pooling, encoder.max_length, store),
             "uncached": BehavioralEncoder(backbone, tok, pooling, encoder.max_length),
             "seed_style": BehavioralEncoder(backbone, tok, pooling, SEED_MAX_LENGTH, pad_to_max_length=True)}
-
-
-class Clock:
-    """Wall clock that first waits for the GPU, so a reading covers the work queued before it."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-
-    def __call__(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter()
 
 
 def time_in_module(module: torch.nn.Module, clock: Clock) -> list[float]:
@@ -191,10 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"speedup_store_vs_seed_style {report['speedup_store_vs_seed_style']:.2f}; "
           f"{report['history_items_per_batch']:.0f} history items per batch; store fill (once per encoder): "
           f"{fill['texts']} texts in {fill['seconds']:.1f} s")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    write_report(report, args.out)
     return report
 
 

@@ -51,7 +51,8 @@ def test_trainable_baselines_take_a_step_and_generate(name, family):
     model(batch()).backward()
     torch.optim.AdamW(model.trainable_parameters().values(), lr=1e-2).step()
     after = model.trainable_parameters()
-    assert all(not torch.equal(after[n], before[n]) for n in ("prompts",) if n in after)
+    if name == "prompt_tuning":
+        assert not torch.equal(after["prompts"], before["prompts"])
     assert any(not torch.equal(p, before[n]) for n, p in after.items())
     assert all(torch.equal(p, frozen[n]) for n, p in model.llm.named_parameters())
     outputs = model.generate(batch(), max_new_tokens=3)

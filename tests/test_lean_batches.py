@@ -9,10 +9,10 @@ from dataset.collate import LaMPDataset, group_by_length, llm_lengths
 from dataset.embedded import generate_embedded_lamp1
 from dataset.lamp import load_split
 from dataset.tasks import get_task
-from test_training import Stop, make_trainer, trained_weights
+from test_training import fit_until_saved, make_trainer, trained_weights
 from tiny_models import tiny_tokenizer
 from trainers import checkpoint as ckpt
-from trainers.trainer import TaskSequentialTrainer, epoch_order
+from trainers.trainer import epoch_order
 
 
 def padding(order, lengths, batch_size):
@@ -68,16 +68,7 @@ def test_resume_mid_epoch_with_length_grouping_gives_identical_weights(tmp_path,
     expected = trained_weights(straight)  # 20 examples / batch 4 = 5 steps
 
     interrupted = make_trainer(tmp_path / "resumed", lamp_dir, **settings)
-    real_save = TaskSequentialTrainer.save
-
-    def save_then_crash(self, optimizer, scheduler, position):
-        real_save(self, optimizer, scheduler, position)
-        if position["global_step"] == 2:
-            raise Stop
-    monkeypatch.setattr(TaskSequentialTrainer, "save", save_then_crash)
-    with pytest.raises(Stop):
-        interrupted.fit()
-    monkeypatch.setattr(TaskSequentialTrainer, "save", real_save)
+    fit_until_saved(interrupted, monkeypatch, step=2)
     state = json.loads((ckpt.find_checkpoint(tmp_path / "resumed") / "state.json").read_text())
     assert state["step_in_epoch"] == 2
 

@@ -45,22 +45,27 @@ class Stop(Exception):
     pass
 
 
+def fit_until_saved(trainer, monkeypatch, step: int) -> None:
+    """Run trainer.fit() and stop it, as a crash would, right after the checkpoint of `step`."""
+    real_save = TaskSequentialTrainer.save
+
+    def save_then_crash(self, optimizer, scheduler, position):
+        real_save(self, optimizer, scheduler, position)
+        if position["global_step"] == step:
+            raise Stop
+    monkeypatch.setattr(TaskSequentialTrainer, "save", save_then_crash)
+    with pytest.raises(Stop):
+        trainer.fit()
+    monkeypatch.setattr(TaskSequentialTrainer, "save", real_save)
+
+
 def test_resume_mid_epoch_gives_identical_weights(tmp_path, lamp_dir, monkeypatch):
     straight = make_trainer(tmp_path / "straight", lamp_dir)
     straight.fit()
     expected = trained_weights(straight)  # 20 examples / batch 4 = 5 steps per epoch, 10 in all
 
     interrupted = make_trainer(tmp_path / "resumed", lamp_dir)
-    real_save = TaskSequentialTrainer.save
-
-    def save_then_crash(self, optimizer, scheduler, position):
-        real_save(self, optimizer, scheduler, position)
-        if position["global_step"] == 4:  # mid-epoch of epoch 1 of 2
-            raise Stop
-    monkeypatch.setattr(TaskSequentialTrainer, "save", save_then_crash)
-    with pytest.raises(Stop):
-        interrupted.fit()
-    monkeypatch.setattr(TaskSequentialTrainer, "save", real_save)
+    fit_until_saved(interrupted, monkeypatch, step=4)  # mid-epoch of epoch 1 of 2
     state = json.loads((ckpt.find_checkpoint(tmp_path / "resumed") / "state.json").read_text())
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (0, 4, 4)
 
