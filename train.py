@@ -28,6 +28,7 @@ models = []              # several, e.g. ["twin", "pplug", "rag"]: one compariso
 lr = 1e-4
 warmup_ratio = 0.05
 num_queries = 8
+label_loss = 1.0         # weight of the Q-Former's label-prediction loss (classification tasks; 0 = off)
 batch_size = 8           # 4 for Flan-T5-XXL
 epochs = 1
 # -----------------------------------------------------------------------------

@@ -18,11 +18,11 @@ INPUTS = ["For an author who has written the paper with the title, which referen
 TARGETS = ["[1]", "[2]", "[1]"]
 
 
-def batch(history=HISTORY, inputs=INPUTS, targets=TARGETS):
-    return SimpleNamespace(history=history, inputs=inputs, targets=targets)
+def batch(history=HISTORY, inputs=INPUTS, targets=TARGETS, tasks=None):
+    return SimpleNamespace(history=history, inputs=inputs, targets=targets, task=tasks or ["LaMP-1"] * len(inputs))
 
 
-def build_twin(llm="llama", queries=4, aggregator="qformer", store=None, output="tokens"):
+def build_twin(llm="llama", queries=4, aggregator="qformer", store=None, output="tokens", label_loss=0.0):
     history_bert, tok = tiny_bert(seed=1)
     input_bert, input_tok = tiny_bert(seed=1)
     if llm == "t5":
@@ -35,7 +35,8 @@ def build_twin(llm="llama", queries=4, aggregator="qformer", store=None, output=
     return BehavioralTwin(BehavioralEncoder(history_bert, tok, "mean", 32, store),
                           InputEncoder(input_bert, input_tok, tune_layers=2, max_length=64, output=output),
                           QFormer(32, queries, num_layers=2, heads=4, dropout=0.1),
-                          FrozenLLM(lm, lm_tok, kind, "Personalize."), aggregator=aggregator)
+                          FrozenLLM(lm, lm_tok, kind, "Personalize."), aggregator=aggregator,
+                          label_loss=label_loss, task_labels={"LaMP-1": ("[1]", "[2]"), "LaMP-4": None})
 
 
 def test_behavioral_encoder_shapes_mask_and_store(tmp_path):
@@ -201,3 +202,41 @@ def test_trainable_state_dict_round_trip_and_mismatch_error():
     other = build_twin("llama", queries=6)
     with pytest.raises(ValueError, match="query_tokens"):
         other.load_trainable_state_dict(source.trainable_state_dict())
+
+
+def test_label_loss_adds_a_head_per_classification_task_to_training_only():
+    plain, twin = build_twin("llama").eval(), build_twin("llama", label_loss=0.5).eval()
+    assert list(twin.label_heads) == ["LaMP-1"]  # LaMP-4 has no labels: no head
+    assert not plain.label_heads
+    # Heads are built last, so everything else starts the same; answers never use the heads.
+    assert twin.generate(batch(), max_new_tokens=4) == plain.generate(batch(), max_new_tokens=4)
+
+    summary, counts = twin.summarize(batch())
+    gold = torch.tensor([0, 1, 0])  # TARGETS as label indices
+    expected = torch.nn.functional.cross_entropy(twin.label_heads["LaMP-1"](summary.mean(1)), gold)
+    assert twin.label_prediction_loss(summary, counts, batch()).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert twin(batch()).item() == pytest.approx(plain(batch()).item() + 0.5 * expected.item(), rel=1e-5)
+
+
+def test_label_loss_skips_unlabelled_examples_and_still_reaches_every_head():
+    twin = build_twin("llama", label_loss=1.0).train()
+    summary, counts = twin.summarize(batch(tasks=["LaMP-4"] * 3))
+    loss = twin.label_prediction_loss(summary, counts, batch(tasks=["LaMP-4"] * 3))
+    assert loss.item() == 0.0
+    loss.backward()  # DDP needs a gradient (here zero) for every trainable weight
+    assert all(p.grad is not None and not p.grad.any() for p in twin.label_heads.parameters())
+    # An answer outside the label list is not a label: only the two labelled examples count.
+    odd = batch(targets=["[1]", "maybe", "[1]"])
+    summary, counts = twin.summarize(odd)
+    logits = twin.label_heads["LaMP-1"](summary.mean(1))
+    expected = torch.nn.functional.cross_entropy(logits[[0, 2]], torch.tensor([0, 0]), reduction="sum") / 3
+    assert twin.label_prediction_loss(summary, counts, odd).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_label_loss_reaches_the_qformer_and_input_encoder_but_not_the_projection():
+    twin = build_twin("llama", label_loss=1.0).train()
+    summary, counts = twin.summarize(batch())
+    twin.label_prediction_loss(summary, counts, batch()).backward()
+    reached = {name.split(".")[0] for name, p in twin.trainable_parameters().items()
+               if p.grad is not None and p.grad.any()}
+    assert reached == {"input_encoder", "qformer", "label_heads"}

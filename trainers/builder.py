@@ -82,7 +82,8 @@ def build_model(cfg) -> PersonalizedLLM:
     return BehavioralTwin(behavioral, input_encoder, qformer, llm,
                           aggregator="mean" if cfg.model == "mean" else "qformer",
                           memory=HistoryMemory(cfg.memory_top_n) if cfg.memory_top_n else None,
-                          nested_queries=cfg.nested_queries, inference_queries=cfg.inference_queries)
+                          nested_queries=cfg.nested_queries, inference_queries=cfg.inference_queries,
+                          label_loss=cfg.label_loss, task_labels={t: get_task(t).labels for t in cfg.tasks})
 
 
 class RagPrompter:

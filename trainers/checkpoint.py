@@ -37,7 +37,8 @@ import config as config_lib
 
 # Settings that change the shape or meaning of the trainable weights.
 ARCHITECTURE_FIELDS = ("model", "encoder", "llm", "prompt_position", "num_queries", "qformer_layers", "qformer_heads",
-                       "qformer_norm_first", "tune_layers", "input_output", "numeric_signals", "nested_queries")
+                       "qformer_norm_first", "tune_layers", "input_output", "numeric_signals", "nested_queries",
+                       "label_loss")
 TENSOR_FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors")
 JSON_FILES = ("optimizer.json", "state.json", "config.json")
 CHECKPOINT_FILES = TENSOR_FILES + JSON_FILES
