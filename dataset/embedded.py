@@ -6,7 +6,8 @@ LaMP-1 layout and format exactly, so the real reader and trainer run unchanged.
 The task is built so that the answer depends on the user's history and on nothing else:
 
 * Every user has one main research field; about 85% of their profile papers come from
-  it, the rest from random other fields.
+  it, the rest from random other fields. Profiles hold 8 to 319 papers, log-uniform
+  (many short, a few long), 84 on average like LaMP-1's.
 * The query paper's title is topic-neutral ("Lessons learned from a decade of ..."), so
   it gives no hint.
 * One candidate is a paper of the user's main field that is not in their profile; the
@@ -34,10 +35,10 @@ from dataset.embedded_vocab import (ABSTRACT_TEMPLATES, FIELDS, FieldVocab, NEUT
 
 TASK_FOLDER = "LaMP_1"
 # Bump when the generated data changes, so ensure_embedded_data replaces old copies.
-GENERATOR_VERSION = 1
-N_TRAIN, N_DEV, N_TEST = 1600, 200, 200  # default split sizes (users)
+GENERATOR_VERSION = 2
+N_TRAIN, N_DEV, N_TEST = 800, 200, 200  # default split sizes (users); 800 train users = 100 steps of 8
 PAPERS_PER_FIELD = 300
-MIN_PROFILE, MAX_PROFILE = 4, 80
+MIN_PROFILE, MAX_PROFILE = 8, 320  # log-uniform: mean ~84 items, as LaMP-1's profiles
 MAIN_FIELD_SHARE = 0.85
 FIRST_QUESTION_ID = 100
 QUESTION_TEMPLATE = ('For an author who has written the paper with the title "{title}", which reference is '
