@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Callable
 
-import faiss
 import numpy as np
 import torch
 
@@ -44,6 +43,7 @@ class UserIndex:
         rows = embeddings.detach().float().cpu().numpy()
         self.norms = np.linalg.norm(rows, axis=1).astype(np.float32)  # [P]
         unit = rows / np.maximum(self.norms, 1e-12)[:, None]
+        import faiss  # here, not at the top: only runs with memory_top_n > 0 need it
         self.index = faiss.IndexFlatIP(rows.shape[1])
         self.index.add(np.ascontiguousarray(unit, dtype=np.float32))
 
