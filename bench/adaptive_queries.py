@@ -22,13 +22,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bench.common import add_threads_option, apply_threads, write_report
 from config import TrainConfig
 from dataset.collate import collate
 from model import pad_stack
+from bench.qformer_probe import label_logits, labels
 from trainers.builder import build_model, load_datasets
 
 
@@ -50,32 +50,18 @@ class CachedInputs(nn.Module):
         return pad_stack([self.rows[t] for t in texts])
 
 
-def head_logits(twin, head: nn.Linear, batch) -> torch.Tensor:
-    """Mean of the query outputs each example uses -> [B, 2]."""
-    summary, counts = twin.summarize(batch)  # [B, K, H], K_i per example
-    used = torch.arange(summary.shape[1])[None, :] < torch.tensor(counts)[:, None]  # [B, K]
-    pooled = (summary * used[..., None]).sum(1) / used.sum(1, keepdim=True)
-    return head(pooled)
-
-
-def labels(batch) -> torch.Tensor:
-    return torch.tensor([int(target == "[2]") for target in batch.targets])
-
-
 def train_and_evaluate(nested: bool, args, train, dev, input_rows: dict) -> dict:
-    cfg = TrainConfig(seed=args.seed, num_queries=args.queries, nested_queries=nested, tune_layers=0)
+    cfg = TrainConfig(seed=args.seed, num_queries=args.queries, nested_queries=nested, tune_layers=0, label_loss=1.0)
     twin = build_model(cfg)
     twin.input_encoder = CachedInputs(twin.input_encoder, input_rows)
-    torch.manual_seed(args.seed)
-    head = nn.Linear(twin.behavioral_encoder.hidden_size, 2)
-    optimizer = torch.optim.AdamW([*twin.qformer.parameters(), *head.parameters()], lr=args.lr)
+    optimizer = torch.optim.AdamW([*twin.qformer.parameters(), *twin.label_heads.parameters()], lr=args.lr)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed)).tolist()
     started = time.time()
     for step in range(args.steps):
         twin.train()
         start = (step * args.batch_size) % len(train)
         batch = collate([train[i] for i in order[start:start + args.batch_size]])
-        F.cross_entropy(head_logits(twin, head, batch), labels(batch)).backward()
+        twin.label_prediction_loss(*twin.summarize(batch), batch).backward()
         optimizer.step()
         optimizer.zero_grad()
     print(f"{'nested' if nested else 'plain'}: {args.steps} steps in {time.time() - started:.0f} s", flush=True)
@@ -90,7 +76,7 @@ def train_and_evaluate(nested: bool, args, train, dev, input_rows: dict) -> dict
             twin.inference_queries = rule
             correct, used = 0, []
             for batch in dev_batches:
-                correct += (head_logits(twin, head, batch).argmax(-1) == labels(batch)).sum().item()
+                correct += (label_logits(twin, batch).argmax(-1) == labels(batch)).sum().item()
                 used += twin.summarize(batch)[1]
             accuracy[rule], mean_queries[rule] = correct / len(dev), sum(used) / len(used)
     return {"accuracy": accuracy, "mean_queries": mean_queries}

@@ -15,50 +15,50 @@ import json
 import time
 
 import torch
-import torch.nn.functional as F
 
 from config import TrainConfig
 from dataset.collate import collate
+from dataset.tasks import get_task
 from trainers.builder import build_model, load_datasets
 
 
+LABELS = get_task("LaMP-1").labels
+
+
+def label_logits(twin, batch) -> torch.Tensor:
+    """The model's LaMP-1 label head on the mean of the query outputs each example uses -> [B, 2]."""
+    return twin.label_heads["LaMP-1"](twin.pooled_summary(*twin.summarize(batch)))
+
+
+def labels(batch) -> torch.Tensor:
+    return torch.tensor([LABELS.index(target) for target in batch.targets])
+
+
 def probe(init: str, steps: int, lr: float, batch_size: int = 8, seed: int = 0) -> list[dict]:
-    cfg = TrainConfig(seed=seed, qformer_init=init)
-    twin = build_model(cfg)  # the run's encoders, history cache and Q-Former; its LLM is not used
-    qformer = twin.qformer
-    torch.manual_seed(seed)
-    head = torch.nn.Linear(twin.behavioral_encoder.hidden_size, 2)
-    modules = (twin.input_encoder, qformer, head)
-    optimizer = torch.optim.AdamW([p for m in modules for p in m.parameters() if p.requires_grad], lr=lr)
+    # The run's encoders, history cache, Q-Former and label head (label_loss); its LLM is not used.
+    cfg = TrainConfig(seed=seed, qformer_init=init, label_loss=1.0)
+    twin = build_model(cfg)
+    params = [p for m in (twin.input_encoder, twin.qformer, twin.label_heads) for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr)
     train, _ = load_datasets(cfg, "train")["LaMP-1"]
     dev, _ = load_datasets(cfg, "dev")["LaMP-1"]
     twin.behavioral_encoder.encode_texts(sorted(set(train.all_history_texts()) | set(dev.all_history_texts())),
                                          progress=True)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
 
-    def logits(batch):  # -> [B, 2]
-        history, history_mask = twin.behavioral_encoder(batch.history)
-        inputs, input_mask = twin.input_encoder(batch.inputs)
-        return head(qformer(history, history_mask, inputs, input_mask).mean(1))
-
-    def labels(batch):
-        return torch.tensor([int(target == "[2]") for target in batch.targets])
-
     log, started = [], time.time()
     for step in range(steps):
-        for m in modules:
-            m.train()
+        twin.train()
         start = (step * batch_size) % len(train)
         batch = collate([train[i] for i in order[start:start + batch_size]])
-        F.cross_entropy(logits(batch), labels(batch)).backward()
+        twin.label_prediction_loss(*twin.summarize(batch), batch).backward()
         optimizer.step()
         optimizer.zero_grad()
         if (step + 1) % 50 == 0:
-            for m in modules:
-                m.eval()
+            twin.eval()
             with torch.no_grad():
                 batches = [collate([dev[j] for j in range(i, min(i + 50, len(dev)))]) for i in range(0, len(dev), 50)]
-                correct = sum((logits(b).argmax(-1) == labels(b)).sum().item() for b in batches)
+                correct = sum((label_logits(twin, b).argmax(-1) == labels(b)).sum().item() for b in batches)
             log.append({"init": init, "seed": seed, "step": step + 1, "dev_accuracy": correct / len(dev),
                         "seconds": round(time.time() - started, 1)})
             print(log[-1], flush=True)
