@@ -88,6 +88,10 @@ class TrainConfig:
     """Frozen LLM: embedded alias ('smollm2-135m'), local folder, or cached hub name (google/flan-t5-xxl, Qwen/...)."""
     llm_dtype: str = "float32"
     """Dtype the frozen LLM is loaded in: float32, bfloat16 or float16."""
+    llm_attention: str = ""
+    """Attention kernel of the frozen LLM (transformers' attn_implementation): '' = transformers' default
+    (sdpa), 'sdpa', 'eager', or 'flash_attention_2' (GPU, needs the flash-attn package). On a CPU with
+    the LLM in bf16, 'eager' trains faster than sdpa (bench/train_throughput.py, README Performance)."""
     trust_remote_code: bool = False
     """Allow model folders to run their own Python code. Off: a model folder never executes code."""
     cache_dir: str = ""
@@ -190,6 +194,7 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+LLM_ATTENTION = ("", "sdpa", "eager", "flash_attention_2")
 
 
 def field_docs() -> dict[str, str]:
@@ -323,6 +328,8 @@ def find_problems(cfg: TrainConfig) -> list[str]:
     need(cfg.input_output in ("tokens", "pooled"), f"input_output: {cfg.input_output!r} must be 'tokens' or 'pooled'")
     need(cfg.qformer_init in ("aligned", "random"), f"qformer_init: {cfg.qformer_init!r} must be 'aligned' or 'random'")
     need(cfg.llm_dtype in ("float32", "bfloat16", "float16"), f"llm_dtype: {cfg.llm_dtype!r} must be float32, bfloat16 or float16")
+    need(cfg.llm_attention in LLM_ATTENTION, f"llm_attention: {cfg.llm_attention!r} must be one of "
+         f"{', '.join(map(repr, LLM_ATTENTION))} ('' = transformers' default)")
     need(cfg.mixed_precision in ("no", "bf16", "fp16"), f"mixed_precision: {cfg.mixed_precision!r} must be no, bf16 or fp16")
     for name in ("num_queries", "qformer_layers", "seeds", "rag_k", "qformer_heads", "epochs", "batch_size", "grad_accum",
                  "eval_batch_size", "num_beams", "max_item_tokens", "max_query_tokens", "max_input_tokens",

@@ -276,8 +276,10 @@ def load_llm(
     cache_dir: str | Path,
     dtype: torch.dtype = torch.float32,
     trust_remote_code: bool = False,
+    attention: str = "",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
-    """Load a generative model and tokenizer.
+    """Load a generative model and tokenizer; `attention` is transformers' attn_implementation
+    ('' = its default).
 
     Returns ``(model, tokenizer, kind)`` where ``kind`` is ``"encoder-decoder"``
     (``AutoModelForSeq2SeqLM``) when the config says so, else ``"decoder"``
@@ -289,7 +291,8 @@ def load_llm(
         kind = "encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "decoder"
         model_cls = AutoModelForSeq2SeqLM if kind == "encoder-decoder" else AutoModelForCausalLM
         model = model_cls.from_pretrained(
-            path, config=config, dtype=dtype, trust_remote_code=trust_remote_code, local_files_only=True
+            path, config=config, dtype=dtype, trust_remote_code=trust_remote_code, local_files_only=True,
+            **({"attn_implementation": attention} if attention else {}),
         )
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
     if kind == "decoder" and tokenizer.pad_token is None:

@@ -34,6 +34,12 @@ epochs = 1
 # -----------------------------------------------------------------------------
 
 
+def header_defaults() -> dict:
+    """The settings of the block above, by TrainConfig field name: what `python train.py` runs."""
+    import config as config_lib
+    return {k: v for k, v in globals().items() if k in config_lib.FIELDS}
+
+
 def main(argv: list[str]) -> int:
     import config as config_lib
 
@@ -42,10 +48,9 @@ def main(argv: list[str]) -> int:
         for name, doc in config_lib.field_docs().items():
             print(f"  --{name}={getattr(config_lib.TrainConfig(), name)!r}\n      {doc}")
         return 0
-    defaults = {k: v for k, v in globals().items() if k in config_lib.FIELDS}
     try:
         config_file, overrides = config_lib.parse_overrides(argv)
-        cfg = config_lib.resolve_config(defaults, config_file, overrides)
+        cfg = config_lib.resolve_config(header_defaults(), config_file, overrides)
     except config_lib.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

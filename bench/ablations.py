@@ -75,9 +75,8 @@ def run_cell(name: str, cell_overrides: dict, overrides: dict, run_dir: Path) ->
         print(f"reusing {folder} (delete it to run it again)")
         return json.loads((folder / "metrics.json").read_text()), 0.0, True
     from trainers.run import run
-    defaults = {k: v for k, v in vars(train).items() if k in config_lib.FIELDS}
     values = {"controls": "false", **overrides, **{k: str(v) for k, v in cell_overrides.items()}}
-    cfg = config_lib.resolve_config(defaults, None, values)
+    cfg = config_lib.resolve_config(train.header_defaults(), None, values)
     cfg = dataclasses.replace(cfg, out_dir=str(run_dir), run_name=name)
     print(f"\n=== ablation cell {name}: {cell_overrides or 'the default'} ===", flush=True)
     started = time.time()

@@ -1,5 +1,5 @@
-"""What every benchmark script shares: the machine it ran on, a GPU-aware clock, the
---threads option and writing its JSON report."""
+"""What every benchmark script shares: the embedded default's settings, the machine it ran
+on, a GPU-aware clock, the --threads option and writing its JSON report."""
 
 from __future__ import annotations
 
@@ -11,6 +11,24 @@ import time
 from pathlib import Path
 
 import torch
+
+import config as config_lib
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def default_config(settings: list[str]) -> config_lib.TrainConfig:
+    """What `python train.py` runs given the same `--config FILE` and `--key=value` settings:
+    train.py's defaults (with none given, the embedded default), the file, then the settings."""
+    import train  # the editable defaults at the top of train.py
+    config_file, overrides = config_lib.parse_overrides(settings)
+    return config_lib.resolve_config(train.header_defaults(), config_file, overrides)
+
+
+def autocast(cfg: config_lib.TrainConfig, device: torch.device):
+    """The autocast context training runs its steps in: accelerate's, from `mixed_precision`."""
+    dtype = AUTOCAST_DTYPES.get(cfg.mixed_precision)
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def machine_info(device: torch.device) -> dict:

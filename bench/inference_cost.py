@@ -1,10 +1,10 @@
 """What answering one question costs: Behavioral Twin against the bare LLM, PPlug and RAG.
 
-    python -m bench.inference_cost [--device cpu|cuda] [--dtype float32|bfloat16]
-                                   [--examples 16] [--repeats 3] [--key=value ...]
+    python -m bench.inference_cost [--device cpu|cuda] [--examples 16] [--repeats 3] [--key=value ...]
 
-On the same dev examples of the embedded default, each method answers one question at a
-time (batch 1, greedy, the task's token budget), timed end to end:
+On the same dev examples of the run `python train.py` makes with the same settings (by
+default the embedded default: LaMP-1, MiniLM, SmolLM2-135M in bf16), each method answers
+one question at a time (batch 1, greedy, the task's token budget), timed end to end:
   none   the frozen LLM on the bare question
   twin   history rows from the store (filled before timing, as a deployed model would
          have them), input encoder, Q-Former, projection, LLM with Q soft prompts
@@ -13,7 +13,8 @@ time (batch 1, greedy, the task's token budget), timed end to end:
 Weights are as initialised: latency does not depend on what they learned. Each example is
 answered once untimed, then `--repeats` times; the per-example median is kept and the
 table reports the median over examples, with the LLM input length in tokens.
-`--key=value` settings are TrainConfig's. Writes saved/bench/inference_cost.json.
+`--key=value` settings and `--config FILE` are train.py's (e.g. --tasks=LaMP-7 for the
+embedded generation task, --llm_dtype=float32). Writes saved/bench/inference_cost-<task>.json.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ import sys
 
 import torch
 
-import config as config_lib
-from bench.common import Clock, machine_info, write_report
+from bench.common import Clock, default_config, machine_info, write_report
 from dataset.collate import collate
 from trainers.builder import RagPrompter, build_model, load_datasets
 
@@ -63,13 +63,11 @@ def measure(answer, indices: list[int], repeats: int, clock: Clock) -> list[floa
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="the LLM's weights")
     parser.add_argument("--examples", type=int, default=16, help="dev examples, the first N")
     parser.add_argument("--repeats", type=int, default=3, help="timed answers per example")
-    parser.add_argument("--out", default="saved/bench/inference_cost.json")
+    parser.add_argument("--out", default="", help="default: saved/bench/inference_cost-<task>.json")
     args, settings = parser.parse_known_args(argv)
-    _, overrides = config_lib.parse_overrides(settings)
-    cfg = config_lib.resolve_config(overrides={"llm_dtype": args.dtype, **overrides})
+    cfg = default_config(settings)
     device = torch.device(args.device)
     clock = Clock(device)
     dataset, _ = load_datasets(cfg, cfg.eval_split, args.examples)[cfg.tasks[0]]
@@ -81,33 +79,41 @@ def main(argv: list[str] | None = None) -> dict:
         if model.reads_history:
             model.behavioral_encoder.precompute(dataset.all_history_texts())
         answer, tokens = answer_fn(method, model, cfg, dataset, dataset.task.max_new_tokens)
+        # Untrained weights answer at whatever length they do, up to the budget, and each new
+        # token after the first costs one more pass through the LLM: passes are counted too.
+        passes = []
+        counting = model.llm.model.register_forward_hook(lambda *_: passes.append(1))
         with torch.no_grad():
             latencies = measure(answer, indices, args.repeats, clock)
+        counting.remove()
         results[method] = {"median_latency_s": statistics.median(latencies), "latency_s": latencies,
-                           "median_llm_input_tokens": statistics.median(tokens(i) for i in indices)}
+                           "median_llm_input_tokens": statistics.median(tokens(i) for i in indices),
+                           "llm_passes_per_answer": len(passes) / (len(indices) * (args.repeats + 1))}
         print(f"{method}: {results[method]['median_latency_s']:.3f} s, "
-              f"{results[method]['median_llm_input_tokens']:.0f} LLM input tokens", flush=True)
+              f"{results[method]['median_llm_input_tokens']:.0f} LLM input tokens, "
+              f"{results[method]['llm_passes_per_answer']:.2f} LLM passes per answer", flush=True)
         del model
 
     def ratio(a: str, b: str) -> float:
         return results[a]["median_latency_s"] / results[b]["median_latency_s"]
 
     report = {"what": "per-example answer latency, batch 1, greedy", "encoder": cfg.encoder, "llm": cfg.llm,
-              "task": cfg.tasks[0], "data_dir": cfg.data_dir, "device": str(device), "dtype": args.dtype,
+              "task": cfg.tasks[0], "data_dir": cfg.data_dir, "device": str(device), "llm_dtype": cfg.llm_dtype,
               "examples": len(indices), "repeats": args.repeats, "rag_k": cfg.rag_k, "machine": machine_info(device),
               "latency_ratio_twin_vs_none": ratio("twin", "none"), "latency_ratio_twin_vs_rag": ratio("twin", "rag"),
               "methods": results, "argv": sys.argv[1:] if argv is None else argv}
     machine = report["machine"]
-    print(f"\n{cfg.encoder} + {cfg.llm}, {cfg.tasks[0]} ({cfg.data_dir}), {args.dtype} on "
+    print(f"\n{cfg.encoder} + {cfg.llm}, {cfg.tasks[0]} ({cfg.data_dir}), LLM in {cfg.llm_dtype} on "
           f"{machine['gpu'] or machine['cpu']} ({machine['torch_threads']} threads, torch {machine['torch']}); "
           f"medians over {len(indices)} dev examples of the per-example median of {args.repeats} answers\n")
-    print("| method | latency per example (s) | vs none | LLM input tokens |\n|---|---|---|---|")
+    print("| method | latency per example (s) | vs none | LLM input tokens | LLM passes per answer |\n"
+          "|---|---|---|---|---|")
     for method, r in results.items():
         print(f"| {method} | {r['median_latency_s']:.3f} | {ratio(method, 'none'):.2f}x | "
-              f"{r['median_llm_input_tokens']:.0f} |")
+              f"{r['median_llm_input_tokens']:.0f} | {r['llm_passes_per_answer']:.2f} |")
     print(f"\nlatency_ratio_twin_vs_none {report['latency_ratio_twin_vs_none']:.2f}, "
           f"latency_ratio_twin_vs_rag {report['latency_ratio_twin_vs_rag']:.2f}")
-    write_report(report, args.out)
+    write_report(report, args.out or f"saved/bench/inference_cost-{cfg.tasks[0]}.json")
     return report
 
 

@@ -1,19 +1,24 @@
 """Training throughput of Behavioral Twin with and without the history store.
 
-    python -m bench.train_throughput [--device cpu|cuda] [--dtype float32|bfloat16]
-                                     [--batch_size 4] [--steps 3] [--warmup 1] [--key=value ...]
+    python -m bench.train_throughput [--device cpu|cuda] [--steps 3] [--warmup 1] [--key=value ...]
 
-One training step (forward, backward, gradient clipping, AdamW step) on the embedded
-default (MiniLM encoders, SmolLM2-135M, embedded LaMP-1 train split) is timed with three
-sources of history embeddings, on the same batches, interleaved step by step so that a
-change in the machine's load hits all three alike (and each goes first in turn):
-  store       rows read from the history store (filled once before timing, reported apart)
-  uncached    the frozen encoder encodes every history item of every batch, each item
-              padded to the longest of its encoding micro-batch
-  seed_style  as uncached, but every item padded (and truncated) to 512 tokens, as the seed did
+One training step (forward, backward, gradient clipping, AdamW step) of the run that
+`python train.py` makes, with the same settings (by default the embedded default: MiniLM
+encoders, SmolLM2-135M in bf16, batch 8, embedded LaMP-1 train split), is timed in four
+variants, on the same batches, interleaved step by step so that a change in the machine's
+load hits all alike (and each goes first in turn):
+  store        history rows read from the history store (filled once before timing, reported apart)
+  store_prefix_recomputed
+               as store, but the LLM runs its instruction prefix in every step instead of
+               starting from its cached keys and values (model.FrozenLLM); decoder-only LLMs only
+  uncached     the frozen encoder encodes every history item of every batch, each item
+               padded to the longest of its encoding micro-batch
+  seed_style   as uncached, but every item padded (and truncated) to 512 tokens, as the seed did
 Medians over `--steps` timed steps after `--warmup` untimed ones. Also timed: the part of
-each step spent in the history encoder, which is all that differs between the three.
-`--key=value` settings are TrainConfig's (e.g. --encoder=<folder> --llm=<folder>).
+each step spent in the history encoder, which is all that differs between store, uncached
+and seed_style.
+`--key=value` settings and `--config FILE` are train.py's (e.g. --llm_dtype=float32 for a
+CPU without bf16, --batch_size=4, --mixed_precision=bf16, --encoder=<folder>).
 Prints a table and writes saved/bench/train_throughput.json.
 """
 
@@ -27,7 +32,7 @@ import tempfile
 import torch
 
 import config as config_lib
-from bench.common import Clock, machine_info, write_report
+from bench.common import Clock, autocast, default_config, machine_info, write_report
 from dataset.collate import collate
 from history_store import HistoryStore
 from model import BehavioralEncoder, BehavioralTwin
@@ -35,16 +40,25 @@ from trainers.builder import build_model, load_datasets
 from trainers.trainer import epoch_order, make_optimizer
 
 SEED_MAX_LENGTH = 512  # the seed padded every history item to this many tokens
-LABELS = {"store": "store (rows read from disk)", "uncached": "uncached (encoded every step)",
+LABELS = {"store": "store (rows read from disk)",
+          "store_prefix_recomputed": "store, LLM prefix recomputed every step",
+          "uncached": "uncached (encoded every step)",
           "seed_style": "seed style (encoded every step, padded to 512)"}
+RECOMPUTES_PREFIX = "store_prefix_recomputed"
 
 
-def history_sources(encoder: BehavioralEncoder, store: HistoryStore) -> dict[str, BehavioralEncoder]:
-    """The three variants, all on the same frozen backbone."""
+def history_sources(encoder: BehavioralEncoder, store: HistoryStore,
+                    prefix_cache: bool) -> dict[str, BehavioralEncoder]:
+    """The history encoder of each variant, all on the same frozen backbone (one object each,
+    so that each variant's time in it is its own)."""
     backbone, tok, pooling = encoder.backbone, encoder.tokenizer, encoder.pooling
-    return {"store": BehavioralEncoder(backbone, tok, pooling, encoder.max_length, store),
-            "uncached": BehavioralEncoder(backbone, tok, pooling, encoder.max_length),
-            "seed_style": BehavioralEncoder(backbone, tok, pooling, SEED_MAX_LENGTH, pad_to_max_length=True)}
+    sources = {"store": BehavioralEncoder(backbone, tok, pooling, encoder.max_length, store),
+               RECOMPUTES_PREFIX: BehavioralEncoder(backbone, tok, pooling, encoder.max_length, store),
+               "uncached": BehavioralEncoder(backbone, tok, pooling, encoder.max_length),
+               "seed_style": BehavioralEncoder(backbone, tok, pooling, SEED_MAX_LENGTH, pad_to_max_length=True)}
+    if not prefix_cache:  # the LLM cannot cache its prefix: that variant would be the store's again
+        del sources[RECOMPUTES_PREFIX]
+    return sources
 
 
 def time_in_module(module: torch.nn.Module, clock: Clock) -> list[float]:
@@ -56,16 +70,18 @@ def time_in_module(module: torch.nn.Module, clock: Clock) -> list[float]:
 
 
 def measure(twin: BehavioralTwin, sources: dict[str, BehavioralEncoder], batches: list, warmup: int,
-            autocast, cfg: config_lib.TrainConfig) -> dict:
+            cfg: config_lib.TrainConfig) -> dict:
     """-> {variant: {"step_s": [...], "history_s": [...], "first_loss": float}}; timed steps only."""
     clock = Clock(twin.llm.device)
     optimizer = make_optimizer(twin, cfg)  # the trainer's AdamW and parameter groups
+    prefix_cache = twin.llm.cache_prefix
     results = {name: {"step_s": [], "history_s": time_in_module(source, clock)} for name, source in sources.items()}
 
     twin.eval()  # same numbers from each source, dropout aside: the first batch's loss, for the record
     for name, source in sources.items():
         twin.behavioral_encoder = source
-        with torch.no_grad(), autocast():
+        twin.llm.cache_prefix = prefix_cache and name != RECOMPUTES_PREFIX
+        with torch.no_grad(), autocast(cfg, twin.llm.device):
             results[name]["first_loss"] = twin(batches[0]).item()
         results[name]["history_s"].clear()
 
@@ -74,8 +90,9 @@ def measure(twin: BehavioralTwin, sources: dict[str, BehavioralEncoder], batches
     for step, batch in enumerate(batches):
         for name in names[step % len(names):] + names[:step % len(names)]:  # each goes first in turn
             twin.behavioral_encoder = sources[name]
+            twin.llm.cache_prefix = prefix_cache and name != RECOMPUTES_PREFIX
             start = clock()
-            with autocast():
+            with autocast(cfg, twin.llm.device):
                 loss = twin(batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(twin.trainable_parameters().values(), cfg.max_grad_norm)
@@ -86,6 +103,7 @@ def measure(twin: BehavioralTwin, sources: dict[str, BehavioralEncoder], batches
                 results[name]["history_s"].pop()
             else:
                 results[name]["step_s"].append(elapsed)
+    twin.llm.cache_prefix = prefix_cache
     return results
 
 
@@ -114,54 +132,51 @@ def table(summary: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                        help="bfloat16: the LLM's weights in bf16 and autocast for the step, as bf16 training")
-    parser.add_argument("--batch_size", type=int, default=4, help="half of training's 8, to halve the run on a "
-                        "CPU; every cost in a step grows about linearly with it, so the speedups barely move")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first")
     parser.add_argument("--out", default="saved/bench/train_throughput.json")
     args, settings = parser.parse_known_args(argv)
-    _, overrides = config_lib.parse_overrides(settings)
-    cfg = config_lib.resolve_config(overrides={"llm_dtype": args.dtype, "batch_size": args.batch_size, **overrides})
+    cfg = default_config(settings)
     device = torch.device(args.device)
 
     twin = build_model(cfg).to(device)
     train, _ = load_datasets(cfg, cfg.train_split)[cfg.tasks[0]]
     order = epoch_order(len(train), cfg.seed, phase=0, epoch=0)
-    n = args.batch_size
+    n = cfg.batch_size
     batches = [collate([train[i] for i in order[k * n:(k + 1) * n]]) for k in range(args.warmup + args.steps)]
 
     with tempfile.TemporaryDirectory() as folder:
-        sources = history_sources(twin.behavioral_encoder, HistoryStore(folder))
+        sources = history_sources(twin.behavioral_encoder, HistoryStore(folder), twin.llm.cache_prefix)
         clock = Clock(device)
         texts = sorted({t for batch in batches for items in batch.history for t in items})
         start = clock()
         sources["store"].precompute(texts, progress=True)
         fill = {"texts": len(texts), "seconds": clock() - start}
-
-        def autocast():
-            return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
-        summary = summarize(measure(twin, sources, batches, args.warmup, autocast, cfg), n)
+        summary = summarize(measure(twin, sources, batches, args.warmup, cfg), n)
 
     report = {
         "what": "Behavioral Twin training step (forward, backward, AdamW), history embeddings from each source",
         "encoder": cfg.encoder, "llm": cfg.llm, "task": cfg.tasks[0], "data_dir": cfg.data_dir,
-        "device": str(device), "dtype": args.dtype, "batch_size": n, "steps": args.steps, "warmup": args.warmup,
+        "device": str(device), "llm_dtype": cfg.llm_dtype, "mixed_precision": cfg.mixed_precision,
+        "batch_size": n, "steps": args.steps, "warmup": args.warmup,
         "machine": machine_info(device),
         "speedup_store_vs_uncached": summary["uncached"]["median_step_s"] / summary["store"]["median_step_s"],
         "speedup_store_vs_seed_style": summary["seed_style"]["median_step_s"] / summary["store"]["median_step_s"],
+        "speedup_prefix_cache": (summary[RECOMPUTES_PREFIX]["median_step_s"] / summary["store"]["median_step_s"]
+                                 if RECOMPUTES_PREFIX in summary else None),
         "history_items_per_batch": statistics.mean(sum(map(len, b.history)) for b in batches),
         "distinct_history_items_per_batch": statistics.mean(len({t for h in b.history for t in h}) for b in batches),
         "store_fill": fill, "variants": summary, "argv": sys.argv[1:] if argv is None else argv,
     }
     machine = report["machine"]
-    print(f"\n{cfg.encoder} + {cfg.llm}, {cfg.tasks[0]} ({cfg.data_dir}), batch {n}, {report['dtype']} on "
+    print(f"\n{cfg.encoder} + {cfg.llm}, {cfg.tasks[0]} ({cfg.data_dir}), batch {n}, LLM in {cfg.llm_dtype}, "
+          f"mixed precision {cfg.mixed_precision}, on "
           f"{machine['gpu'] or machine['cpu']} ({machine['torch_threads']} threads, torch {machine['torch']}); "
           f"medians of {args.steps} steps after {args.warmup} warm-up, same batches, interleaved\n")
     print(table(summary))
     print(f"\nspeedup_store_vs_uncached {report['speedup_store_vs_uncached']:.2f}, "
-          f"speedup_store_vs_seed_style {report['speedup_store_vs_seed_style']:.2f}; "
+          f"speedup_store_vs_seed_style {report['speedup_store_vs_seed_style']:.2f}, "
+          f"speedup_prefix_cache {report['speedup_prefix_cache'] or float('nan'):.2f}; "
           f"{report['history_items_per_batch']:.0f} history items per batch; store fill (once per encoder): "
           f"{fill['texts']} texts in {fill['seconds']:.1f} s")
     write_report(report, args.out)

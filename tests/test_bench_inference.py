@@ -15,6 +15,9 @@ def test_inference_bench_answers_the_same_examples_with_each_method(tmp_path, ti
     methods = report["methods"]
     assert list(methods) == ["none", "twin", "pplug", "rag"]
     assert all(len(m["latency_s"]) == 3 and min(m["latency_s"]) > 0 for m in methods.values())
+    # One pass reads the input and gives the first token; LaMP-1's budget is 4 new tokens.
+    assert all(1 <= m["llm_passes_per_answer"] <= 4 for m in methods.values())
+    assert report["llm_dtype"] == "bfloat16", "the benchmark runs what train.py runs by default"
     tokens = {name: m["median_llm_input_tokens"] for name, m in methods.items()}
     # Soft prompts add a fixed number of positions; retrieval adds profile text.
     assert tokens["twin"] == tokens["none"] + 4 and tokens["pplug"] == tokens["none"] + 2

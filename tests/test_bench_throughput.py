@@ -18,29 +18,43 @@ def model_dirs(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("dtype, steps, warmup, same_loss", [("float32", 2, 1, 1e-5), ("bfloat16", 1, 0, 2e-2)])
-def test_bench_times_three_history_sources_on_the_same_batches_and_reports_them(tmp_path, model_dirs, capsys,
-                                                                                 dtype, steps, warmup, same_loss):
+@pytest.mark.parametrize("dtype, mixed_precision, steps, warmup, same_loss",
+                         [("float32", "no", 2, 1, 1e-5), ("bfloat16", "bf16", 1, 0, 2e-2)])
+def test_bench_times_three_history_sources_on_the_same_batches_and_reports_them(
+        tmp_path, model_dirs, capsys, dtype, mixed_precision, steps, warmup, same_loss):
     data = generate_embedded_lamp1(tmp_path / "data", seed=3, n_train=12, n_dev=2, n_test=2)
     out = tmp_path / "bench.json"
     report = train_throughput.main([
-        "--device", "cpu", "--dtype", dtype, "--steps", str(steps), "--warmup", str(warmup), "--batch_size", "2",
-        "--out", str(out), f"--encoder={model_dirs / 'bert'}", f"--llm={model_dirs / 'llama'}",
+        "--device", "cpu", "--steps", str(steps), "--warmup", str(warmup), "--out", str(out), "--batch_size=2",
+        f"--llm_dtype={dtype}", f"--mixed_precision={mixed_precision}", f"--encoder={model_dirs / 'bert'}", f"--llm={model_dirs / 'llama'}",
         f"--data_dir={data}", f"--cache_dir={tmp_path / 'cache'}", "--qformer_heads=4", "--max_item_tokens=32",
         "--max_history=4"])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     variants = report["variants"]
-    assert set(variants) == {"store", "uncached", "seed_style"}
+    assert set(variants) == {"store", "store_prefix_recomputed", "uncached", "seed_style"}
     for v in variants.values():
         assert len(v["step_s"]) == len(v["history_s"]) == steps, "one history-encoder call per timed step"
         assert all(0 < h < s for h, s in zip(v["history_s"], v["step_s"]))
     # The store and encoding on the fly give the model the same embeddings (bf16: up to rounding).
-    assert variants["store"]["first_batch_loss"] == pytest.approx(variants["uncached"]["first_batch_loss"],
-                                                                  rel=same_loss)
+    # Recomputing the LLM's prefix instead of reading its cached keys and values changes nothing either.
+    for other in ("uncached", "store_prefix_recomputed"):
+        assert variants["store"]["first_batch_loss"] == pytest.approx(variants[other]["first_batch_loss"],
+                                                                      rel=same_loss)
     assert report["speedup_store_vs_uncached"] == pytest.approx(
         variants["uncached"]["median_step_s"] / variants["store"]["median_step_s"])
+    assert report["speedup_prefix_cache"] == pytest.approx(
+        variants["store_prefix_recomputed"]["median_step_s"] / variants["store"]["median_step_s"])
     # The fill pass encoded each distinct history text of the batches.
     assert report["store_fill"]["texts"] >= report["distinct_history_items_per_batch"] > 0
-    assert report["machine"]["torch"] and report["device"] == "cpu" and report["dtype"] == dtype
+    assert report["machine"]["torch"] and report["device"] == "cpu"
+    assert (report["llm_dtype"], report["mixed_precision"], report["batch_size"]) == (dtype, mixed_precision, 2)
     printed = capsys.readouterr().out
     assert "| seed style (encoded every step, padded to 512) |" in printed and "speedup_store_vs_uncached" in printed
+
+
+def test_benchmarks_default_to_the_run_that_train_py_makes():
+    import train
+    from bench.common import default_config
+    cfg = default_config([])
+    assert {name: getattr(cfg, name) for name in train.header_defaults()} == train.header_defaults()
+    assert default_config(["--batch_size=4"]).batch_size == 4

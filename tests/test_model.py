@@ -165,6 +165,73 @@ def test_decoder_training_sequence_matches_generation_prompt():
     assert torch.equal(embeds[1, -rows[1].shape[0]:], rows[1])
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen"])
+@pytest.mark.parametrize("position", ["before_input", "after_input"])
+def test_decoder_loss_with_the_cached_prefix_is_the_models_own_loss_on_whole_rows(family, position):
+    lm, tok = tiny_llama(family=family)
+    llm = FrozenLLM(lm, tok, "decoder", "Personalize.", prompt_position=position)
+    prefix_runs = []
+    lm.model.register_forward_pre_hook(lambda m, args, kwargs: prefix_runs.append(kwargs.get("input_ids") is not None),
+                                       with_kwargs=True)
+    torch.manual_seed(0)
+    prompts = torch.randn(3, 4, 48, requires_grad=True)
+    targets = ["[1] and a longer target", "[2]", "[1]"]
+    # Reference: the LLM's own loss over whole, right-padded [prefix; prompts; input; suffix; target; eos] rows.
+    target_ids = [ids + [tok.eos_token_id] for ids in llm._ids(targets, 64)]
+    rows = [torch.cat([row, llm._embed(ids)]) for row, ids in zip(llm._prompt_rows(prompts, INPUTS), target_ids)]
+    embeds, mask = pad_stack(rows)
+    labels = torch.full(mask.shape, -100)
+    for i, (row, ids) in enumerate(zip(rows, target_ids)):
+        labels[i, row.shape[0] - len(ids):row.shape[0]] = torch.tensor(ids)
+    reference = lm(inputs_embeds=embeds, attention_mask=mask.long(), labels=labels).loss
+    reference_grad, = torch.autograd.grad(reference, prompts)
+    assert llm.cache_prefix, "decoder-only LLMs cache their prefix by default"
+    for cached in (True, True, False):
+        llm.cache_prefix = cached
+        loss = llm.loss(prompts, INPUTS, targets)
+        grad, = torch.autograd.grad(loss, prompts)
+        torch.testing.assert_close(loss, reference)
+        torch.testing.assert_close(grad, reference_grad)
+    assert prefix_runs.count(True) == 1, "the prefix's keys and values are computed once, then reused"
+
+
+def test_prefix_cache_follows_autocast_and_is_off_with_gradient_checkpointing():
+    lm, tok = tiny_llama()
+    llm = FrozenLLM(lm, tok, "decoder", "Personalize.")
+    prompts = torch.randn(3, 4, 48)
+    losses = []
+    for cached in (True, False):
+        llm.cache_prefix = cached
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses.append(llm.loss(prompts, INPUTS, TARGETS).item())
+    assert losses[0] == pytest.approx(losses[1], rel=2e-2)
+    assert [dtype for _, dtype in llm._prefix_states] == [torch.bfloat16]
+    lm.activation_checkpointing_enable()
+    assert not FrozenLLM(lm, tok, "decoder", "Personalize.").cache_prefix
+    assert not FrozenLLM(*tiny_t5(), "encoder-decoder", "Personalize.").cache_prefix
+
+
+def test_gradient_checkpointing_recomputes_the_frozen_llm_layers_with_the_same_gradients():
+    from baselines import PromptTuning
+    grads = []
+    for checkpointing in (False, True):
+        lm, tok = tiny_llama()
+        if checkpointing:
+            lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        torch.manual_seed(0)
+        model = PromptTuning(FrozenLLM(lm, tok, "decoder", "Personalize."), 4).train()
+        checkpointed = []
+        for layer in lm.model.layers:
+            run = layer._gradient_checkpointing_func if checkpointing else None
+            layer._gradient_checkpointing_func = lambda *args, run=run, **kw: checkpointed.append(1) or run(*args, **kw)
+        loss = model(batch())
+        grads.append(torch.autograd.grad(loss, model.prompts)[0])
+        assert len(checkpointed) == (len(lm.model.layers) if checkpointing else 0)
+        # Only the checkpointed layers' own flag follows train(): attention and dropout stay in eval.
+        assert all(not m.training for m in lm.modules() if not getattr(m, "gradient_checkpointing", False))
+    torch.testing.assert_close(grads[0], grads[1])
+
+
 @pytest.mark.parametrize("llm", ["llama", "qwen", "t5"])
 def test_training_lowers_the_loss(llm):
     twin = build_twin(llm)

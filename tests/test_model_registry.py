@@ -190,6 +190,11 @@ def test_llm_dtype_is_honoured(tiny_llama: Path, tmp_path: Path) -> None:
     assert model.dtype == torch.bfloat16
 
 
+def test_llm_attention_kernel_is_honoured(tiny_llama: Path, tmp_path: Path) -> None:
+    assert load_llm(str(tiny_llama), tmp_path)[0].config._attn_implementation == "sdpa"
+    assert load_llm(str(tiny_llama), tmp_path, attention="eager")[0].config._attn_implementation == "eager"
+
+
 def test_tiny_t5_loads_as_encoder_decoder(tiny_t5: Path, tmp_path: Path) -> None:
     model, tokenizer, kind = load_llm(str(tiny_t5), tmp_path)
     assert kind == "encoder-decoder"

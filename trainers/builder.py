@@ -47,9 +47,9 @@ def build_input_encoder(cfg, output: str) -> InputEncoder:
 
 def build_llm(cfg) -> FrozenLLM:
     model, tokenizer, kind = model_registry.load_llm(cfg.llm, cfg.resolved_cache_dir(), DTYPES[cfg.llm_dtype],
-                                                     cfg.trust_remote_code)
+                                                     cfg.trust_remote_code, cfg.llm_attention)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return FrozenLLM(model, tokenizer, kind, cfg.instruction, cfg.max_input_tokens, cfg.max_target_tokens,
                      cfg.prompt_position)
 
