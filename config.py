@@ -90,8 +90,8 @@ class TrainConfig:
     """Dtype the frozen LLM is loaded in: float32, bfloat16 or float16."""
     llm_attention: str = ""
     """Attention kernel of the frozen LLM (transformers' attn_implementation): '' = transformers' default
-    (sdpa), 'sdpa', 'eager', or 'flash_attention_2' (GPU, needs the flash-attn package). On a CPU with
-    the LLM in bf16, 'eager' trains faster than sdpa (bench/train_throughput.py, README Performance)."""
+    (sdpa), 'sdpa', 'eager', or 'flash_attention_2' (GPU, needs the flash-attn package). Time a choice
+    with `python -m bench.train_throughput --llm_attention=...`."""
     trust_remote_code: bool = False
     """Allow model folders to run their own Python code. Off: a model folder never executes code."""
     cache_dir: str = ""

@@ -460,7 +460,7 @@ class FrozenLLM(nn.Module):
         forward appends the batch's own to it, so each call needs a new one)."""
         device = self.device
         autocast = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
-        key = (device, autocast)  # the cached states must have the dtype this forward's own will have
+        key = (device, self.model.dtype, autocast)  # the states must have the dtype this forward's own will have
         if key not in self._prefix_states:
             ids = torch.tensor([self.prefix_ids], device=device)
             cache = self.model.get_decoder()(input_ids=ids, use_cache=True).cache

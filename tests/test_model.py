@@ -205,7 +205,7 @@ def test_prefix_cache_follows_autocast_and_is_off_with_gradient_checkpointing():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             losses.append(llm.loss(prompts, INPUTS, TARGETS).item())
     assert losses[0] == pytest.approx(losses[1], rel=2e-2)
-    assert [dtype for _, dtype in llm._prefix_states] == [torch.bfloat16]
+    assert [autocast for *_, autocast in llm._prefix_states] == [torch.bfloat16]
     lm.activation_checkpointing_enable()
     assert not FrozenLLM(lm, tok, "decoder", "Personalize.").cache_prefix
     assert not FrozenLLM(*tiny_t5(), "encoder-decoder", "Personalize.").cache_prefix
