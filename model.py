@@ -367,6 +367,18 @@ class PromptProjection(nn.Module):
 PROMPT_POSITIONS = ("before_input", "after_input")
 
 
+def _dense_rows(head: nn.Module, args: tuple) -> tuple | None:
+    """LM-head pre-hook. Generation gives the head the last prefill position as a [B, 1, D]
+    slice whose batch stride is still the whole sequence's; for such an input torch's matmul
+    (CPU) copies the head's entire [V, D] weight before a batched product (tens of ms for a
+    49k-token vocabulary, in every answer). A copy of the B rows with ordinary strides keeps
+    it a plain matrix product. Same numbers either way."""
+    x = args[0]
+    if x.dim() == 3 and x.shape[1] == 1 and x.stride(0) != x.shape[2]:
+        return (x.clone(memory_format=torch.contiguous_format), *args[1:])
+    return None
+
+
 class FrozenLLM(nn.Module):
     """A frozen LLM of either family that takes soft prompts before its input.
 
@@ -406,6 +418,9 @@ class FrozenLLM(nn.Module):
         self.cache_prefix = kind == "decoder" and bool(self.prefix_ids) \
             and not getattr(model, "is_activation_checkpointing", False)
         self._prefix_states: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        head = model.get_output_embeddings()
+        if head is not None:
+            head.register_forward_pre_hook(_dense_rows)
 
     def _frame(self, instruction: str) -> tuple[list[int], list[int]]:
         """Token ids that go before the soft prompts and after the input."""

@@ -211,6 +211,17 @@ def test_prefix_cache_follows_autocast_and_is_off_with_gradient_checkpointing():
     assert not FrozenLLM(*tiny_t5(), "encoder-decoder", "Personalize.").cache_prefix
 
 
+def test_lm_head_reads_generations_last_position_as_a_dense_matrix():
+    lm, tok = tiny_llama()
+    FrozenLLM(lm, tok, "decoder", "Personalize.")
+    head, seen = lm.get_output_embeddings(), []
+    head.register_forward_pre_hook(lambda m, args: seen.append(args[0].stride()))  # runs after FrozenLLM's hook
+    hidden = torch.randn(2, 7, 48)
+    logits = head(hidden[:, -1:, :])  # the slice generate() takes of the prefill: batch stride 7 * 48
+    assert seen == [(48, 48, 1)]
+    torch.testing.assert_close(logits, hidden[:, -1:, :] @ head.weight.T)
+
+
 def test_gradient_checkpointing_recomputes_the_frozen_llm_layers_with_the_same_gradients():
     from baselines import PromptTuning
     grads = []
