@@ -10,9 +10,11 @@ one question at a time (batch 1, greedy, the task's token budget), timed end to 
          have them), input encoder, Q-Former, projection, LLM with Q soft prompts
   pplug  history rows from the store, input encoder, aggregator, LLM with 2 soft prompts
   rag    BM25 over the user's profile, LaMP's prompt with the top rag_k (4) items, LLM
-Weights are as initialised: latency does not depend on what they learned. Each example is
-answered once untimed, then `--repeats` times; the per-example median is kept and the
-table reports the median over examples, with the LLM input length in tokens.
+Weights are as initialised: latency does not depend on what they learned. The four
+methods take turns example by example (each going first in turn), so a change in the
+machine's load hits all of them alike: each answers an example once untimed, then
+`--repeats` times, interleaved. The table gives the median over examples of each
+example's median, the LLM input length in tokens and the LLM passes per answer.
 `--key=value` settings and `--config FILE` are train.py's (e.g. --tasks=LaMP-7 for the
 embedded generation task, --llm_dtype=float32). Writes saved/bench/inference_cost-<task>.json.
 """
@@ -46,17 +48,21 @@ def answer_fn(method: str, model, cfg, dataset, max_new_tokens: int):
     return answer, lambda i: llm.input_length(prompts, dataset[i].input)
 
 
-def measure(answer, indices: list[int], repeats: int, clock: Clock) -> list[float]:
-    """Per-example median latency (s) after one untimed answer."""
-    medians = []
-    for i in indices:
-        answer(i)
-        times = []
-        for _ in range(repeats):
-            start = clock()
-            answer(i)
-            times.append(clock() - start)
-        medians.append(statistics.median(times))
+def measure(answers: dict, indices: list[int], repeats: int, clock: Clock) -> dict[str, list[float]]:
+    """answers: method -> (index -> answer callable). -> method -> per-example median latency (s)."""
+    names = list(answers)
+    medians = {name: [] for name in names}
+    for n, i in enumerate(indices):
+        order = names[n % len(names):] + names[:n % len(names)]  # each goes first in turn
+        times = {name: [] for name in names}
+        for timed in [False] + [True] * repeats:  # one untimed answer each, then the timed ones
+            for name in order:
+                start = clock()
+                answers[name](i)
+                if timed:
+                    times[name].append(clock() - start)
+        for name in names:
+            medians[name].append(statistics.median(times[name]))
     return medians
 
 
@@ -73,26 +79,22 @@ def main(argv: list[str] | None = None) -> dict:
     dataset, _ = load_datasets(cfg, cfg.eval_split, args.examples)[cfg.tasks[0]]
     indices = list(range(len(dataset)))
 
-    results = {}
+    answers, tokens, passes = {}, {}, {}
     for method in METHODS:
         model = build_model(dataclasses.replace(cfg, model=method)).to(device).eval()
         if model.reads_history:
             model.behavioral_encoder.precompute(dataset.all_history_texts())
-        answer, tokens = answer_fn(method, model, cfg, dataset, dataset.task.max_new_tokens)
+        answers[method], tokens[method] = answer_fn(method, model, cfg, dataset, dataset.task.max_new_tokens)
         # Untrained weights answer at whatever length they do, up to the budget, and each new
         # token after the first costs one more pass through the LLM: passes are counted too.
-        passes = []
-        counting = model.llm.model.register_forward_hook(lambda *_: passes.append(1))
-        with torch.no_grad():
-            latencies = measure(answer, indices, args.repeats, clock)
-        counting.remove()
-        results[method] = {"median_latency_s": statistics.median(latencies), "latency_s": latencies,
-                           "median_llm_input_tokens": statistics.median(tokens(i) for i in indices),
-                           "llm_passes_per_answer": len(passes) / (len(indices) * (args.repeats + 1))}
-        print(f"{method}: {results[method]['median_latency_s']:.3f} s, "
-              f"{results[method]['median_llm_input_tokens']:.0f} LLM input tokens, "
-              f"{results[method]['llm_passes_per_answer']:.2f} LLM passes per answer", flush=True)
-        del model
+        passes[method] = []
+        model.llm.model.register_forward_hook(lambda *_, counted=passes[method]: counted.append(1))
+    with torch.no_grad():
+        latencies = measure(answers, indices, args.repeats, clock)
+    results = {method: {"median_latency_s": statistics.median(latencies[method]), "latency_s": latencies[method],
+                        "median_llm_input_tokens": statistics.median(tokens[method](i) for i in indices),
+                        "llm_passes_per_answer": len(passes[method]) / (len(indices) * (args.repeats + 1))}
+               for method in METHODS}
 
     def ratio(a: str, b: str) -> float:
         return results[a]["median_latency_s"] / results[b]["median_latency_s"]
@@ -105,7 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
     machine = report["machine"]
     print(f"\n{cfg.encoder} + {cfg.llm}, {cfg.tasks[0]} ({cfg.data_dir}), LLM in {cfg.llm_dtype} on "
           f"{machine['gpu'] or machine['cpu']} ({machine['torch_threads']} threads, torch {machine['torch']}); "
-          f"medians over {len(indices)} dev examples of the per-example median of {args.repeats} answers\n")
+          f"medians over {len(indices)} dev examples of the per-example median of {args.repeats} answers, "
+          "the methods interleaved\n")
     print("| method | latency per example (s) | vs none | LLM input tokens | LLM passes per answer |\n"
           "|---|---|---|---|---|")
     for method, r in results.items():

@@ -25,3 +25,14 @@ def test_inference_bench_answers_the_same_examples_with_each_method(tmp_path, ti
     assert report["latency_ratio_twin_vs_none"] == methods["twin"]["median_latency_s"] / \
         methods["none"]["median_latency_s"]
     assert "latency_ratio_twin_vs_rag" in capsys.readouterr().out
+
+
+def test_methods_take_turns_on_each_example_and_each_goes_first_in_turn():
+    import itertools
+    calls = []
+    answers = {name: (lambda i, name=name: calls.append((name, i))) for name in ("a", "b", "c")}
+    ticks = itertools.count()  # every clock reading is one later: each timed answer takes 1
+    medians = inference_cost.measure(answers, [0, 1], repeats=2, clock=lambda: next(ticks))
+    assert calls[:9] == [("a", 0), ("b", 0), ("c", 0)] * 3  # one untimed round, then 2 timed ones
+    assert calls[9:] == [("b", 1), ("c", 1), ("a", 1)] * 3
+    assert medians == {"a": [1, 1], "b": [1, 1], "c": [1, 1]}
