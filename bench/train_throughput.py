@@ -1,6 +1,6 @@
 """Training throughput of Behavioral Twin with and without the history store.
 
-    python -m bench.train_throughput [--device cpu|cuda] [--steps 3] [--warmup 1] [--key=value ...]
+    python -m bench.train_throughput [--device cpu|cuda] [--steps 8] [--warmup 1] [--key=value ...]
 
 One training step (forward, backward, gradient clipping, AdamW step) of the run that
 `python train.py` makes, with the same settings (by default the embedded default: MiniLM
@@ -132,7 +132,7 @@ def table(summary: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per variant (fewer are noisy on a shared CPU)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first")
     parser.add_argument("--out", default="saved/bench/train_throughput.json")
     args, settings = parser.parse_known_args(argv)
