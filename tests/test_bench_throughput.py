@@ -6,13 +6,13 @@ import pytest
 
 from bench import train_throughput
 from dataset.embedded import generate_embedded_lamp1
-from tiny_models import tiny_bert, tiny_llama
+from tiny_models import tiny_bert, tiny_llama, tiny_t5
 
 
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    for name, (model, tok) in {"bert": tiny_bert(), "llama": tiny_llama()}.items():
+    for name, (model, tok) in {"bert": tiny_bert(), "llama": tiny_llama(), "t5": tiny_t5()}.items():
         model.save_pretrained(root / name)
         tok.save_pretrained(root / name)
     return root
@@ -58,3 +58,14 @@ def test_benchmarks_default_to_the_run_that_train_py_makes():
     cfg = default_config([])
     assert {name: getattr(cfg, name) for name in train.header_defaults()} == train.header_defaults()
     assert default_config(["--batch_size=4"]).batch_size == 4
+
+
+def test_bench_without_a_prefix_to_cache_times_three_variants(tmp_path, model_dirs, capsys):
+    data = generate_embedded_lamp1(tmp_path / "data", seed=3, n_train=12, n_dev=2, n_test=2)
+    report = train_throughput.main([
+        "--device", "cpu", "--steps", "1", "--warmup", "0", "--out", str(tmp_path / "bench.json"), "--batch_size=2",
+        f"--encoder={model_dirs / 'bert'}", f"--llm={model_dirs / 't5'}", f"--data_dir={data}",
+        f"--cache_dir={tmp_path / 'cache'}", "--qformer_heads=4", "--max_item_tokens=32", "--max_history=4"])
+    assert set(report["variants"]) == {"store", "uncached", "seed_style"}, "T5 has no shared prefix to cache"
+    assert report["speedup_prefix_cache"] is None
+    assert "speedup_prefix_cache nan" in capsys.readouterr().out
