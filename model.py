@@ -370,9 +370,9 @@ PROMPT_POSITIONS = ("before_input", "after_input")
 def _dense_rows(head: nn.Module, args: tuple) -> tuple | None:
     """LM-head pre-hook. Generation gives the head the last prefill position as a [B, 1, D]
     slice whose batch stride is still the whole sequence's; for such an input torch's matmul
-    (CPU) copies the head's entire [V, D] weight before a batched product (tens of ms for a
-    49k-token vocabulary, in every answer). A copy of the B rows with ordinary strides keeps
-    it a plain matrix product. Same numbers either way."""
+    (CPU) copies the head's entire [V, D] weight before a batched product, in every answer.
+    A copy of the B rows with ordinary strides keeps it a plain matrix product. Same numbers
+    either way."""
     x = args[0]
     if x.dim() == 3 and x.shape[1] == 1 and x.stride(0) != x.shape[2]:
         return (x.clone(memory_format=torch.contiguous_format), *args[1:])
@@ -392,10 +392,10 @@ class FrozenLLM(nn.Module):
 
     Prefix cache (decoder-only training loss): the prefix is the same for every example,
     comes first, and the LLM is frozen, so its keys and values never change. They are
-    computed once (per device and autocast dtype) and each batch starts from them instead
-    of running the prefix again: the same loss and gradients, ~20% fewer positions for
-    SmolLM2's chat frame (bench/train_throughput.py). Off with gradient checkpointing,
-    whose layers drop a passed cache.
+    computed once (per device and dtype) and each batch starts from them instead of running
+    the prefix again: the same loss and gradients, fewer positions per step (timed by
+    bench/train_throughput.py). Off with gradient checkpointing, whose layers drop a passed
+    cache.
     """
 
     def __init__(self, model: nn.Module, tokenizer, kind: str, instruction: str,

@@ -40,11 +40,11 @@ from trainers.builder import build_model, load_datasets
 from trainers.trainer import epoch_order, make_optimizer
 
 SEED_MAX_LENGTH = 512  # the seed padded every history item to this many tokens
+RECOMPUTES_PREFIX = "store_prefix_recomputed"
 LABELS = {"store": "store (rows read from disk)",
-          "store_prefix_recomputed": "store, LLM prefix recomputed every step",
+          RECOMPUTES_PREFIX: "store, LLM prefix recomputed every step",
           "uncached": "uncached (encoded every step)",
           "seed_style": "seed style (encoded every step, padded to 512)"}
-RECOMPUTES_PREFIX = "store_prefix_recomputed"
 
 
 def history_sources(encoder: BehavioralEncoder, store: HistoryStore,
@@ -77,10 +77,13 @@ def measure(twin: BehavioralTwin, sources: dict[str, BehavioralEncoder], batches
     prefix_cache = twin.llm.cache_prefix
     results = {name: {"step_s": [], "history_s": time_in_module(source, clock)} for name, source in sources.items()}
 
-    twin.eval()  # same numbers from each source, dropout aside: the first batch's loss, for the record
-    for name, source in sources.items():
-        twin.behavioral_encoder = source
+    def switch_to(name: str) -> None:
+        twin.behavioral_encoder = sources[name]
         twin.llm.cache_prefix = prefix_cache and name != RECOMPUTES_PREFIX
+
+    twin.eval()  # same numbers from each source, dropout aside: the first batch's loss, for the record
+    for name in sources:
+        switch_to(name)
         with torch.no_grad(), autocast(cfg, twin.llm.device):
             results[name]["first_loss"] = twin(batches[0]).item()
         results[name]["history_s"].clear()
@@ -89,8 +92,7 @@ def measure(twin: BehavioralTwin, sources: dict[str, BehavioralEncoder], batches
     names = list(sources)
     for step, batch in enumerate(batches):
         for name in names[step % len(names):] + names[:step % len(names)]:  # each goes first in turn
-            twin.behavioral_encoder = sources[name]
-            twin.llm.cache_prefix = prefix_cache and name != RECOMPUTES_PREFIX
+            switch_to(name)
             start = clock()
             with autocast(cfg, twin.llm.device):
                 loss = twin(batch)

@@ -3,6 +3,7 @@
 The `lamp_dir` and `tiny_model_dirs` fixtures are in conftest.py.
 """
 
+import dataclasses
 import json
 
 import pytest
@@ -95,6 +96,13 @@ def test_incompatible_checkpoint_is_refused_by_name(tmp_path, lamp_dir):
     make_trainer(tmp_path / "run", lamp_dir, epochs=1).fit()
     with pytest.raises(ValueError, match="num_queries: checkpoint 8 vs now 16"):
         ckpt.check_compatible(ckpt.find_checkpoint(tmp_path / "run"), config_lib.TrainConfig(num_queries=16))
+    # label_loss is a loss weight: resuming with another one is fine, switching the label heads off is not.
+    checkpoint = ckpt.find_checkpoint(tmp_path / "run")
+    saved = config_lib.from_json((checkpoint / "config.json").read_text(), "config.json")
+    assert saved.label_loss == 1.0
+    ckpt.check_compatible(checkpoint, dataclasses.replace(saved, label_loss=0.5))
+    with pytest.raises(ValueError, match="label_loss > 0: checkpoint True vs now False"):
+        ckpt.check_compatible(checkpoint, dataclasses.replace(saved, label_loss=0.0))
 
 
 def test_nan_loss_stops_and_names_the_step_and_last_checkpoint(tmp_path, lamp_dir, monkeypatch):

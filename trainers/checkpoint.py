@@ -37,8 +37,7 @@ import config as config_lib
 
 # Settings that change the shape or meaning of the trainable weights.
 ARCHITECTURE_FIELDS = ("model", "encoder", "llm", "prompt_position", "num_queries", "qformer_layers", "qformer_heads",
-                       "qformer_norm_first", "tune_layers", "input_output", "numeric_signals", "nested_queries",
-                       "label_loss")
+                       "qformer_norm_first", "tune_layers", "input_output", "numeric_signals", "nested_queries")
 TENSOR_FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors")
 JSON_FILES = ("optimizer.json", "state.json", "config.json")
 CHECKPOINT_FILES = TENSOR_FILES + JSON_FILES
@@ -241,10 +240,15 @@ def checkpoint_problems(path: str | Path, cfg) -> list[str]:
     return []
 
 
+def _architecture(cfg) -> dict:
+    """The settings that fix the trainable weights. Of label_loss only whether it is 0 counts:
+    it decides whether the label heads exist; its value is a loss weight, free to change."""
+    return {**{k: getattr(cfg, k) for k in ARCHITECTURE_FIELDS}, "label_loss > 0": cfg.label_loss > 0}
+
+
 def architecture_diffs(checkpoint: Path, cfg) -> list[str]:
-    saved = _saved_config(checkpoint)
-    return [f"{k}: checkpoint {getattr(saved, k)!r} vs now {getattr(cfg, k)!r}"
-            for k in ARCHITECTURE_FIELDS if getattr(saved, k) != getattr(cfg, k)]
+    saved, now = _architecture(_saved_config(checkpoint)), _architecture(cfg)
+    return [f"{k}: checkpoint {saved[k]!r} vs now {now[k]!r}" for k in saved if saved[k] != now[k]]
 
 
 def check_compatible(checkpoint: Path, cfg) -> None:
