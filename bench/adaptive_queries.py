@@ -1,6 +1,6 @@
 """Accuracy against the number of queries used, with and without nested query training.
 
-    python -m bench.adaptive_queries [--queries 8] [--steps 300] [--lr 1e-3] [--batch_size 32] [--threads 1]
+    python -m bench.adaptive_queries [--queries 8] [--steps 300] [--lr 1e-3] [--batch_size 32] [--threads 1] [--key=value ...]
 
 Measured in the probe setting of bench/qformer_probe.py, where the embedded LaMP-1 is
 learnable on a CPU: the run's history encoder and Q-Former with a linear head (mean of
@@ -12,23 +12,24 @@ Two Q-Formers train on the same data in the same order: one as usual (all querie
 with nested query dropout (`nested_queries`: causal queries, each example a random
 prefix 1..Q). Each is then evaluated on the dev split with the first K queries, for
 K = 1, 2, 4, ... Q, and (nested only) with the per-example rule `inference_queries=history`.
-Prints a markdown table and writes saved/bench/adaptive_queries.json.
+Any train.py setting can be passed (`--encoder=`, `--data_dir=`, ...); by default it is the
+embedded default's. Prints a markdown table and writes saved/bench/adaptive_queries.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from bench.common import add_threads_option, apply_threads, write_report
+from bench.common import add_threads_option, apply_threads, default_config, write_report
+from bench.qformer_probe import TASK, label_logits, labels
 from config import TrainConfig
 from dataset.collate import collate
 from model import pad_stack
-from bench.qformer_probe import label_logits, labels
 from trainers.builder import build_model, load_datasets
 
 
@@ -50,8 +51,9 @@ class CachedInputs(nn.Module):
         return pad_stack([self.rows[t] for t in texts])
 
 
-def train_and_evaluate(nested: bool, args, train, dev, input_rows: dict) -> dict:
-    cfg = TrainConfig(seed=args.seed, num_queries=args.queries, nested_queries=nested, tune_layers=0, label_loss=1.0)
+def train_and_evaluate(cfg: TrainConfig, nested: bool, args, train, dev, input_rows: dict) -> dict:
+    cfg = dataclasses.replace(cfg, seed=args.seed, num_queries=args.queries, nested_queries=nested, tune_layers=0,
+                              label_loss=1.0)
     twin = build_model(cfg)
     twin.input_encoder = CachedInputs(twin.input_encoder, input_rows)
     optimizer = torch.optim.AdamW([*twin.qformer.parameters(), *twin.label_heads.parameters()], lr=args.lr)
@@ -94,7 +96,7 @@ def table(results: dict, queries: int) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=8)
     parser.add_argument("--steps", type=int, default=300)
@@ -103,17 +105,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     add_threads_option(parser)
     parser.add_argument("--out", default="saved/bench/adaptive_queries.json")
-    args = parser.parse_args()
+    args, settings = parser.parse_known_args(argv)
     apply_threads(args)
-    cfg = TrainConfig()
-    train, _ = load_datasets(cfg, "train")["LaMP-1"]
-    dev, _ = load_datasets(cfg, "dev")["LaMP-1"]
+    cfg = dataclasses.replace(default_config(settings), tasks=[TASK])
+    train, _ = load_datasets(cfg, "train")[TASK]
+    dev, _ = load_datasets(cfg, "dev")[TASK]
     input_rows: dict[str, torch.Tensor] = {}
-    results = {name: train_and_evaluate(name == "nested", args, train, dev, input_rows) for name in ("plain", "nested")}
+    results = {name: train_and_evaluate(cfg, name == "nested", args, train, dev, input_rows)
+               for name in ("plain", "nested")}
     text = table(results, args.queries)
-    print(f"\nembedded LaMP-1 dev accuracy ({len(dev)} examples), probe setting, {args.steps} steps:\n{text}")
-    out = Path(args.out)
-    write_report({"args": vars(args), "results": results, "table": text}, out)
+    print(f"\n{TASK} dev accuracy ({len(dev)} examples), probe setting, {args.steps} steps:\n{text}")
+    report = {"args": vars(args), "encoder": cfg.encoder, "data_dir": cfg.data_dir, "results": results, "table": text}
+    write_report(report, args.out)
+    return report
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Reference scores of the embedded tasks: what ignoring vs reading the history is worth.
 
-    python -m bench.embedded_references [--seed 0]
+    python -m bench.embedded_references [--seed 0] [--encoder=minilm]
 
 LaMP-1: a history-blind rule (always "[1]") and a history-aware one (the candidate whose
-MiniLM embedding is closest to the mean of the profile's). LaMP-7: copying the question's
+embedding by the history encoder, MiniLM by default, is closest to the mean of the
+profile's). LaMP-7: copying the question's
 tweet and applying the style read off the profile. Dev split, official metrics.
 """
 
@@ -17,7 +18,7 @@ import tempfile
 import torch
 
 import model_registry
-from config import TrainConfig
+from bench.common import default_config
 from dataset.embedded import generate_embedded_lamp1
 from dataset.embedded_style import blind_prediction, generate_embedded_lamp7, oracle_prediction
 from dataset.lamp import load_split
@@ -27,10 +28,10 @@ from model import BehavioralEncoder
 from trainers.metrics import task_metrics
 
 
-def lamp1_references(root, cache_dir) -> dict:
+def lamp1_references(root, encoder_name: str, cache_dir) -> dict:
     task = get_task("LaMP-1")
     examples = load_split(root, "LaMP-1", "dev", task.profile_fields)
-    backbone, tokenizer = model_registry.load_encoder("minilm", cache_dir)
+    backbone, tokenizer = model_registry.load_encoder(encoder_name, cache_dir)
     encoder = BehavioralEncoder(backbone, tokenizer, "mean", max_length=128, store=HistoryStore())  # in memory
     golds, closest = [e.output for e in examples], []
     for e in examples:
@@ -51,14 +52,15 @@ def lamp7_references(root) -> dict:
                 task, [oracle_prediction(e.input, [p["text"] for p in e.profile]) for e in examples], golds)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--seed", type=int, default=0, help="the embedded data's generator seed")
+    args, settings = parser.parse_known_args(argv)
+    cfg = default_config(settings)  # the history encoder and the cache folder
     with tempfile.TemporaryDirectory() as root:
         generate_embedded_lamp1(root, seed=args.seed)
         generate_embedded_lamp7(root, seed=args.seed)
-        results = {"LaMP-1": lamp1_references(root, TrainConfig().resolved_cache_dir()),
+        results = {"LaMP-1": lamp1_references(root, cfg.encoder, cfg.resolved_cache_dir()),
                    "LaMP-7": lamp7_references(root)}
     for task, rows in results.items():
         for name, metrics in rows.items():

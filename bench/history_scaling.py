@@ -1,8 +1,9 @@
 """What a longer history costs Behavioral Twin per example, with and without long-term memory.
 
-    python -m bench.history_scaling [--lengths 10,100,1000,10000] [--top_n 16] [--repeats 5] [--threads 1]
+    python -m bench.history_scaling [--lengths 10,100,1000,10000] [--top_n 16] [--repeats 5] [--threads 1] [--key=value ...]
 
-One run, one model (the embedded default: MiniLM encoders, SmolLM2-135M), one user whose
+One run, one model (train.py's: by default the embedded default, MiniLM encoders and
+SmolLM2-135M; any train.py setting can be passed), one user whose
 history grows from 10 to 10,000 items. For each length, with memory off (every item goes
 to the Q-Former) and on (`memory_top_n` items, picked from the user's FAISS index), it
 measures one example (batch of 1, eval mode, no grad):
@@ -20,7 +21,7 @@ user's index (its size is reported as `index_bytes`) exist before the example st
 are not in it. The user's index is built once, by a warm-up example before timing
 (`index_build_seconds`: that whole first example, index build included).
 
-History items are random unit vectors of the encoder's width (384), put straight into
+History items are random unit vectors of the encoder's width (MiniLM: 384), put straight into
 the embedding cache: encoding 10,000 real texts with MiniLM would take minutes on a CPU
 and changes nothing in what is timed. Questions are real embedded LaMP-1 questions.
 Writes saved/bench/history_scaling.json.
@@ -34,13 +35,11 @@ import json
 import resource
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from bench.common import add_threads_option, apply_threads, write_report
-from config import TrainConfig
+from bench.common import add_threads_option, apply_threads, default_config, write_report
 from dataset.collate import Batch
 from history_store import HistoryStore
 from memory import HistoryMemory
@@ -90,18 +89,18 @@ def measure(twin, history: list[str], questions, repeats: int) -> dict:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", default="10,100,1000,10000")
     parser.add_argument("--top_n", type=int, default=16, help="memory_top_n: items the Q-Former reads with memory")
     parser.add_argument("--repeats", type=int, default=5, help="examples timed per setting (median reported)")
     add_threads_option(parser)
     parser.add_argument("--out", default="saved/bench/history_scaling.json")
-    args = parser.parse_args()
+    args, settings = parser.parse_known_args(argv)
     apply_threads(args)
     lengths = [int(n) for n in args.lengths.split(",")]
 
-    cfg = TrainConfig()
+    cfg = dataclasses.replace(default_config(settings), tasks=["LaMP-1"])
     twin = build_model(cfg).eval()
     hidden = twin.behavioral_encoder.hidden_size
     # An in-memory store: the benchmark's random vectors never reach the on-disk store.
@@ -111,7 +110,7 @@ def main() -> None:
     texts = [f"benchmark history item {i}: a past event of this user" for i in range(max(lengths))]
     row_of = {text: i for i, text in enumerate(texts)}
     twin.behavioral_encoder.store.fill(texts, lambda chunk: vectors[[row_of[t] for t in chunk]].numpy())
-    train, _ = load_datasets(dataclasses.replace(cfg, tasks=["LaMP-1"]), "train")["LaMP-1"]
+    train, _ = load_datasets(cfg, "train")["LaMP-1"]
     per_setting = 2 * args.repeats + 3  # warm-up, timed, profiled
     questions = iter(train.examples)
 
@@ -127,7 +126,7 @@ def main() -> None:
 
     first, last = lengths[0], lengths[-1]
     summary = {
-        "setup": {"encoder": cfg.encoder, "llm": cfg.llm, "memory_top_n": args.top_n, "repeats": args.repeats,
+        "setup": {"encoder": cfg.encoder, "llm": cfg.llm, "llm_dtype": cfg.llm_dtype, "memory_top_n": args.top_n, "repeats": args.repeats,
                   "history_embeddings": f"random unit vectors of the encoder width ({hidden}), not real MiniLM "
                                         "embeddings; questions, input encoder and LLM are real",
                   "time": "median seconds per example (batch 1, eval, no grad), each a new question",
@@ -145,9 +144,9 @@ def main() -> None:
         summary[f"time_ratio_{suffix}_with_llm"] = b["seconds_with_llm"] / a["seconds_with_llm"]
         summary[f"peak_memory_ratio_{suffix}"] = b["peak_bytes_prompts"] / a["peak_bytes_prompts"]
         summary[f"peak_memory_ratio_{suffix}_with_llm"] = b["peak_bytes_with_llm"] / a["peak_bytes_with_llm"]
-    out = Path(args.out)
     print(json.dumps({k: v for k, v in summary.items() if k.endswith("memory") or "ratio" in k}, indent=2))
-    write_report(summary, out)
+    write_report(summary, args.out)
+    return summary
 
 
 if __name__ == "__main__":

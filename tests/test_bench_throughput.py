@@ -1,4 +1,7 @@
-"""bench.train_throughput on tiny models: what it times and reports (never how fast it is)."""
+"""bench.train_throughput on tiny models: what it times and reports (never how fast it is).
+
+The `tiny_model_dirs` fixture is in conftest.py.
+"""
 
 import json
 
@@ -6,27 +9,18 @@ import pytest
 
 from bench import train_throughput
 from dataset.embedded import generate_embedded_lamp1
-from tiny_models import tiny_bert, tiny_llama, tiny_t5
-
-
-@pytest.fixture(scope="module")
-def model_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    for name, (model, tok) in {"bert": tiny_bert(), "llama": tiny_llama(), "t5": tiny_t5()}.items():
-        model.save_pretrained(root / name)
-        tok.save_pretrained(root / name)
-    return root
 
 
 @pytest.mark.parametrize("dtype, mixed_precision, steps, warmup, same_loss",
                          [("float32", "no", 2, 1, 1e-5), ("bfloat16", "bf16", 1, 0, 2e-2)])
 def test_bench_times_three_history_sources_on_the_same_batches_and_reports_them(
-        tmp_path, model_dirs, capsys, dtype, mixed_precision, steps, warmup, same_loss):
+        tmp_path, tiny_model_dirs, capsys, dtype, mixed_precision, steps, warmup, same_loss):
     data = generate_embedded_lamp1(tmp_path / "data", seed=3, n_train=12, n_dev=2, n_test=2)
     out = tmp_path / "bench.json"
     report = train_throughput.main([
         "--device", "cpu", "--steps", str(steps), "--warmup", str(warmup), "--out", str(out), "--batch_size=2",
-        f"--llm_dtype={dtype}", f"--mixed_precision={mixed_precision}", f"--encoder={model_dirs / 'bert'}", f"--llm={model_dirs / 'llama'}",
+        f"--llm_dtype={dtype}", f"--mixed_precision={mixed_precision}",
+        f"--encoder={tiny_model_dirs / 'bert'}", f"--llm={tiny_model_dirs / 'llama'}",
         f"--data_dir={data}", f"--cache_dir={tmp_path / 'cache'}", "--qformer_heads=4", "--max_item_tokens=32",
         "--max_history=4"])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
@@ -60,11 +54,11 @@ def test_benchmarks_default_to_the_run_that_train_py_makes():
     assert default_config(["--batch_size=4"]).batch_size == 4
 
 
-def test_bench_without_a_prefix_to_cache_times_three_variants(tmp_path, model_dirs, capsys):
+def test_bench_without_a_prefix_to_cache_times_three_variants(tmp_path, tiny_model_dirs, capsys):
     data = generate_embedded_lamp1(tmp_path / "data", seed=3, n_train=12, n_dev=2, n_test=2)
     report = train_throughput.main([
         "--device", "cpu", "--steps", "1", "--warmup", "0", "--out", str(tmp_path / "bench.json"), "--batch_size=2",
-        f"--encoder={model_dirs / 'bert'}", f"--llm={model_dirs / 't5'}", f"--data_dir={data}",
+        f"--encoder={tiny_model_dirs / 'bert'}", f"--llm={tiny_model_dirs / 't5'}", f"--data_dir={data}",
         f"--cache_dir={tmp_path / 'cache'}", "--qformer_heads=4", "--max_item_tokens=32", "--max_history=4"])
     assert set(report["variants"]) == {"store", "uncached", "seed_style"}, "T5 has no shared prefix to cache"
     assert report["speedup_prefix_cache"] is None

@@ -1,0 +1,108 @@
+"""The research scripts under bench/ on tiny models: the Q-Former probe, adaptive queries,
+history scaling, the embedded tasks' reference scores and the ablation grid. They check
+what each script computes and reports, never how fast or how accurate the tiny models are.
+
+The `lamp_dir` and `tiny_model_dirs` fixtures are in conftest.py.
+"""
+
+import json
+import math
+
+from bench import ablations, adaptive_queries, embedded_references, history_scaling, qformer_probe
+from dataset.embedded_style import generate_embedded_lamp7
+from dataset.lamp import load_split
+
+
+def tiny_settings(tmp_path, tiny_model_dirs, lamp_dir) -> list[str]:
+    """train.py settings that put a script on the tiny models and the small LaMP-1."""
+    return [f"--encoder={tiny_model_dirs / 'bert'}", f"--llm={tiny_model_dirs / 'llama'}", f"--data_dir={lamp_dir}",
+            f"--cache_dir={tmp_path / 'cache'}", "--qformer_heads=4", "--max_item_tokens=32", "--max_history=8"]
+
+
+def test_qformer_probe_trains_the_head_and_reports_dev_accuracy(tmp_path, tiny_model_dirs, lamp_dir, capsys):
+    out = tmp_path / "probe.json"
+    report = qformer_probe.main(["--steps=30", "--eval_every=10", "--lr=1e-3", "--inits=aligned,random", "--seeds=0",
+                                 f"--out={out}", *tiny_settings(tmp_path, tiny_model_dirs, lamp_dir)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    for init in ("aligned", "random"):
+        run = report["runs"][init]["0"]
+        assert [entry["step"] for entry in run["log"]] == [10, 20, 30]
+        assert all(entry["init"] == init and 0 <= entry["dev_accuracy"] <= 1 for entry in run["log"])
+        assert report["final_dev_accuracy"][init]["0"] == run["log"][-1]["dev_accuracy"]
+        # 24 training questions seen 10 times over: the label loss must fall if anything trains.
+        losses = run["losses"]
+        assert len(losses) == 30 and all(math.isfinite(x) for x in losses)
+        assert sum(losses[-6:]) < sum(losses[:6])
+    assert "dev accuracy after 30 steps" in capsys.readouterr().out
+
+
+def test_adaptive_queries_evaluates_every_prefix_and_the_history_rule(tmp_path, tiny_model_dirs, lamp_dir, capsys):
+    out = tmp_path / "adaptive.json"
+    report = adaptive_queries.main(["--queries=4", "--steps=2", "--batch_size=8", f"--out={out}",
+                                    *tiny_settings(tmp_path, tiny_model_dirs, lamp_dir)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    plain, nested = report["results"]["plain"], report["results"]["nested"]
+    assert list(plain["accuracy"]) == ["1", "2", "4"]
+    assert list(nested["accuracy"]) == ["1", "2", "4", "history"]
+    for rule in ("1", "2", "4"):  # the first K queries: every dev example uses exactly K
+        assert plain["mean_queries"][rule] == nested["mean_queries"][rule] == int(rule)
+    assert 1 <= nested["mean_queries"]["history"] <= 4  # ceil(log2(P + 1)), at most Q
+    assert all(0 <= a <= 1 for result in (plain, nested) for a in result["accuracy"].values())
+    assert "| per example, `history` rule" in report["table"] and "| n/a |" in report["table"]
+    assert report["table"] in capsys.readouterr().out
+
+
+def test_history_scaling_measures_each_length_with_and_without_memory(tmp_path, tiny_model_dirs, lamp_dir):
+    out = tmp_path / "scaling.json"
+    report = history_scaling.main(["--lengths=3,40", "--top_n=2", "--repeats=1", f"--out={out}",
+                                   *tiny_settings(tmp_path, tiny_model_dirs, lamp_dir)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    results = report["results"]
+    assert set(results) == {f"{n}_{m}_memory" for n in (3, 40) for m in ("with", "without")}
+    for key, row in results.items():
+        assert row["seconds_prompts"] > 0 and row["seconds_with_llm"] > 0
+        assert row["peak_bytes_prompts"] > 0 and row["peak_bytes_with_llm"] > 0
+        if key.endswith("_with_memory"):
+            assert row["index_builds"] >= 1
+    assert results["40_with_memory"]["index_bytes"] > results["3_with_memory"]["index_bytes"]
+    assert report["setup"]["memory_top_n"] == 2 and report["setup"]["llm_dtype"] == "bfloat16"
+    for name in ("time_ratio_40_vs_3_with_memory", "peak_memory_ratio_40_vs_3_without_memory_with_llm"):
+        assert report[name] > 0
+
+
+def test_embedded_references_score_blind_and_history_aware_rules(tmp_path, tiny_model_dirs, lamp_dir):
+    lamp1 = embedded_references.lamp1_references(lamp_dir, str(tiny_model_dirs / "bert"), tmp_path / "cache")
+    golds = [e.output for e in load_split(lamp_dir, "LaMP-1", "dev", ("title", "abstract"))]
+    blind = lamp1["always [1] (history-blind)"]
+    assert blind["accuracy"] == golds.count("[1]") / len(golds)
+    assert 0 <= lamp1["closest to the mean profile embedding (reads the history)"]["accuracy"] <= 1
+
+    generate_embedded_lamp7(tmp_path / "lamp7", seed=1, n_train=4, n_dev=12, n_test=2)
+    lamp7 = embedded_references.lamp7_references(tmp_path / "lamp7")
+    copied, styled = lamp7["copy the tweet (history-blind)"], lamp7["apply the style read off the profile"]
+    # The generated task is built so that the profile's style is what the gold adds to the tweet.
+    assert styled["rouge-1"] > copied["rouge-1"] and styled["rouge-L"] > copied["rouge-L"]
+
+
+def test_ablation_grid_runs_its_cells_then_reuses_them(tmp_path, tiny_model_dirs, lamp_dir, capsys):
+    argv = [f"--run_dir={tmp_path / 'runs'}", f"--bench_dir={tmp_path / 'bench'}", "--only=default,mean",
+            *tiny_settings(tmp_path, tiny_model_dirs, lamp_dir), "--batch_size=4", "--max_train_examples=8",
+            "--max_eval_examples=4", "--save_every=0"]
+    assert ablations.main(argv) == 0
+    report = json.loads((tmp_path / "bench" / "ablations.json").read_text())
+    assert [(row["cell"], row["axis"], row["reused"]) for row in report["rows"]] == [
+        ("default", "default", False), ("mean", "aggregator", False)]
+    assert json.loads((tmp_path / "runs" / "mean" / "config.json").read_text())["model"] == "mean"
+    assert (tmp_path / "bench" / "ablations.png").stat().st_size > 0
+    assert "| aggregator | mean of history embeddings |" in (tmp_path / "bench" / "ablations.md").read_text()
+
+    capsys.readouterr()
+    assert ablations.main(argv) == 0  # every cell's run folder holds its metrics: nothing trains again
+    assert [row["reused"] for row in json.loads((tmp_path / "bench" / "ablations.json").read_text())["rows"]] == \
+        [True, True]
+    assert "reusing" in capsys.readouterr().out
+
+
+def test_ablation_grid_refuses_a_config_file_by_name(tmp_path, capsys):
+    assert ablations.main(["--config", str(tmp_path / "x.yaml")]) == 2
+    assert "--config is not supported" in capsys.readouterr().err
