@@ -103,6 +103,13 @@ def test_incompatible_checkpoint_is_refused_by_name(tmp_path, lamp_dir):
     ckpt.check_compatible(checkpoint, dataclasses.replace(saved, label_loss=0.5))
     with pytest.raises(ValueError, match="label_loss > 0: checkpoint True vs now False"):
         ckpt.check_compatible(checkpoint, dataclasses.replace(saved, label_loss=0.0))
+    # Resuming continues the saved position, which counts in the checkpoint's task list and mode.
+    with pytest.raises(ValueError, match=r"tasks: checkpoint \['LaMP-1'\] vs now \['LaMP-1', 'LaMP-7'\]"):
+        ckpt.check_compatible(checkpoint, dataclasses.replace(saved, tasks=["LaMP-1", "LaMP-7"]))
+    with pytest.raises(ValueError, match="mode: checkpoint 'sequential' vs now 'joint'"):
+        ckpt.check_compatible(checkpoint, dataclasses.replace(saved, mode="joint"))
+    # Evaluating needs only the weights to fit: the label heads and the task list are free.
+    ckpt.check_compatible(checkpoint, dataclasses.replace(saved, mode="eval_only", label_loss=0.0, tasks=["LaMP-7"]))
 
 
 def test_nan_loss_stops_and_names_the_step_and_last_checkpoint(tmp_path, lamp_dir, monkeypatch):
@@ -184,6 +191,11 @@ def test_two_tasks_train_in_both_modes_and_evaluate_from_one_checkpoint(tmp_path
     assert run_script(tmp_path, tiny_model_dirs, two_task_dir, f"--run_name={mode}-eval", "--mode=eval_only",
                       "--tasks=LaMP-1,LaMP-7", f"--resume_from={run}", "--controls=false") == 0
     assert json.loads((tmp_path / f"{mode}-eval" / "metrics.json").read_text()) == metrics
+    # Either task alone: the checkpoint's LaMP-1 label head is not needed to answer.
+    for task in ("LaMP-1", "LaMP-7"):
+        assert run_script(tmp_path, tiny_model_dirs, two_task_dir, f"--run_name={mode}-{task}", "--mode=eval_only",
+                          f"--tasks={task}", f"--resume_from={run}", "--controls=false") == 0
+        assert json.loads((tmp_path / f"{mode}-{task}" / "metrics.json").read_text()) == {task: metrics[task]}
 
 
 def test_embedded_data_dir_generates_each_requested_task_and_names_the_missing_ones(tmp_path):

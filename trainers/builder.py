@@ -83,7 +83,10 @@ def build_model(cfg) -> PersonalizedLLM:
                           aggregator="mean" if cfg.model == "mean" else "qformer",
                           memory=HistoryMemory(cfg.memory_top_n) if cfg.memory_top_n else None,
                           nested_queries=cfg.nested_queries, inference_queries=cfg.inference_queries,
-                          label_loss=cfg.label_loss, task_labels={t: get_task(t).labels for t in cfg.tasks})
+                          # The label heads only train: an evaluation builds none, so it can
+                          # evaluate a checkpoint on any of the tasks (checkpoint.load_weights).
+                          label_loss=0 if cfg.mode == "eval_only" else cfg.label_loss,
+                          task_labels={t: get_task(t).labels for t in cfg.tasks})
 
 
 class RagPrompter:

@@ -38,6 +38,10 @@ import config as config_lib
 # Settings that change the shape or meaning of the trainable weights.
 ARCHITECTURE_FIELDS = ("model", "encoder", "llm", "prompt_position", "num_queries", "qformer_layers", "qformer_heads",
                        "qformer_norm_first", "tune_layers", "input_output", "numeric_signals", "nested_queries")
+# What resuming training needs to match too: the saved position (phase, epoch, step) counts
+# in this task list and mode, and the label heads (one per classification task) train.
+RESUME_FIELDS = ("mode", "tasks")
+LABEL_HEADS = "label_heads."  # their weights' names; evaluation never builds them
 TENSOR_FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors")
 JSON_FILES = ("optimizer.json", "state.json", "config.json")
 CHECKPOINT_FILES = TENSOR_FILES + JSON_FILES
@@ -240,14 +244,20 @@ def checkpoint_problems(path: str | Path, cfg) -> list[str]:
     return []
 
 
-def _architecture(cfg) -> dict:
-    """The settings that fix the trainable weights. Of label_loss only whether it is 0 counts:
-    it decides whether the label heads exist; its value is a loss weight, free to change."""
-    return {**{k: getattr(cfg, k) for k in ARCHITECTURE_FIELDS}, "label_loss > 0": cfg.label_loss > 0}
+def _architecture(cfg, resuming: bool) -> dict:
+    """The settings a checkpoint must share with `cfg`. Evaluating needs only the weights'
+    shapes to match. Resuming needs the task list and mode too, and whether the label heads
+    exist (label_loss > 0); label_loss's value is a loss weight, free to change."""
+    fields = {k: getattr(cfg, k) for k in ARCHITECTURE_FIELDS}
+    if resuming:
+        fields.update({k: getattr(cfg, k) for k in RESUME_FIELDS})
+        fields["label_loss > 0"] = cfg.label_loss > 0
+    return fields
 
 
 def architecture_diffs(checkpoint: Path, cfg) -> list[str]:
-    saved, now = _architecture(_saved_config(checkpoint)), _architecture(cfg)
+    resuming = cfg.mode != "eval_only"
+    saved, now = _architecture(_saved_config(checkpoint), resuming), _architecture(cfg, resuming)
     return [f"{k}: checkpoint {saved[k]!r} vs now {now[k]!r}" for k in saved if saved[k] != now[k]]
 
 
@@ -307,17 +317,20 @@ def _saved_config(checkpoint: Path):
         raise CheckpointError(f"{path} cannot be read as a run config ({error})") from error
 
 
-def load_weights(checkpoint: Path, model) -> None:
-    """Load the trainable weights; a model of another shape (e.g. another LLM width) is refused by name."""
+def load_weights(checkpoint: Path, model, evaluating: bool = False) -> None:
+    """Load the trainable weights; a model of another shape (e.g. another LLM width) is refused by name.
+    Evaluating skips the label heads: they only train, so the model built to evaluate has none."""
     _warn_unexpected(checkpoint)
     state = _load_tensors(checkpoint / "trainable.safetensors")
+    if evaluating:
+        state = {name: weights for name, weights in state.items() if not name.startswith(LABEL_HEADS)}
     try:
         model.load_trainable_state_dict(state)
     except ValueError as error:
         saved = _saved_config(checkpoint)
         raise CheckpointError(
-            f"checkpoint {checkpoint} does not fit the model built now: {error}. The shapes differ because the "
-            f"encoder or LLM now has another width than when it was trained (encoder={saved.encoder!r}, "
+            f"checkpoint {checkpoint} does not fit the model built now: {error}. Shapes differ when the encoder "
+            f"or LLM now has another width than when it was trained (encoder={saved.encoder!r}, "
             f"llm={saved.llm!r}); use the models it was trained with.") from error
 
 
