@@ -78,6 +78,11 @@ EMBEDDED_ALIASES: dict[str, EmbeddedModel] = {
 
 # Suffixes counted as weights by model_fingerprint.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
+# The files that decide how text becomes token ids: a new vocabulary or normalizer changes
+# every embedding as surely as new weights do. (tokenizer_config.json is left out: a
+# re-save rewrites it with the writing library's own keys.)
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "tokenizer.model",
+                    "sentencepiece.bpe.model")
 # Files up to this size are hashed whole; larger ones are sampled so that
 # fingerprinting a multi-GB checkpoint stays cheap.
 _FULL_HASH_LIMIT = 4 * 1024 * 1024
@@ -322,19 +327,20 @@ def _file_sample(path: Path, size: int) -> Iterator[bytes]:
 
 
 def model_fingerprint(path: str | Path) -> str:
-    """Short stable hash identifying a model folder's weights.
+    """Short stable hash identifying a model folder's weights and tokenizer.
 
-    Covers config.json, the names and sizes of the weight files, and a content
-    sample of each (whole file when small). Modification times are ignored, so
-    copying a folder keeps its fingerprint; a multi-GB model costs ~1 MiB of
-    reads per weight file.
+    Covers config.json, the names and sizes of the weight and tokenizer vocabulary
+    files, and a content sample of each (whole file when small). Modification
+    times are ignored, so copying a folder keeps its fingerprint; a multi-GB
+    model costs ~1 MiB of reads per weight file.
     """
     path = Path(path)
     if path.is_file():
         files = [path]
         config = None
     elif path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+        files = sorted(p for p in path.iterdir()
+                       if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name in _TOKENIZER_FILES))
         config = path / "config.json"
     else:
         raise FileNotFoundError(f"Cannot fingerprint '{path}': no such file or directory.")

@@ -248,6 +248,15 @@ def test_fingerprint_stable_and_sensitive(tiny_bert: Path, tmp_path: Path) -> No
     model.save_pretrained(copy)
     assert model_fingerprint(copy) != first
 
+    # Another tokenizer gives other token ids, so other embeddings: the same weights, a new fingerprint.
+    retokenized = tmp_path / "retokenized"
+    shutil.copytree(tiny_bert, retokenized)
+    assert model_fingerprint(retokenized) == first
+    vocabulary = json.loads((retokenized / "tokenizer.json").read_text())
+    vocabulary["normalizer"] = {"type": "Lowercase"}
+    (retokenized / "tokenizer.json").write_text(json.dumps(vocabulary))
+    assert model_fingerprint(retokenized) != first
+
 
 def test_fingerprint_samples_large_files(tmp_path: Path) -> None:
     folder = tmp_path / "big"
