@@ -267,7 +267,8 @@ class QFormer(nn.Module):
     weights). From random init (init="random", as BLIP-2) the two halves of the job wait
     on each other: attention cannot learn where to look until the values say what is
     there, and vice versa. Measured by bench/qformer_probe.py (README): on the embedded
-    task the aligned init can leave chance within 200 steps but does not do so reliably.
+    task the aligned init left chance within 50 steps for both seeds tried, the random
+    init not within 100.
     """
 
     def __init__(self, hidden: int, num_queries: int = 8, num_layers: int = 2, heads: int = 8,
