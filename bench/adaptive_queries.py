@@ -1,6 +1,7 @@
 """Accuracy against the number of queries used, with and without nested query training.
 
-    python -m bench.adaptive_queries [--queries 8] [--steps 300] [--lr 1e-3] [--batch_size 32] [--threads 1] [--key=value ...]
+    python -m bench.adaptive_queries [--queries 8] [--steps 300] [--lr 1e-3] [--batch_size 32] [--threads 1]
+                                     [--key=value ...]
 
 Measured in the probe setting of bench/qformer_probe.py, where the embedded LaMP-1 is
 learnable on a CPU: the run's history encoder and Q-Former with a linear head (mean of

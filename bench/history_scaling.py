@@ -1,6 +1,7 @@
 """What a longer history costs Behavioral Twin per example, with and without long-term memory.
 
-    python -m bench.history_scaling [--lengths 10,100,1000,10000] [--top_n 16] [--repeats 5] [--threads 1] [--key=value ...]
+    python -m bench.history_scaling [--lengths 10,100,1000,10000] [--top_n 16] [--repeats 5] [--threads 1]
+                                    [--key=value ...]
 
 One run, one model (train.py's: by default the embedded default, MiniLM encoders and
 SmolLM2-135M; any train.py setting can be passed), one user whose
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     first, last = lengths[0], lengths[-1]
     summary = {
-        "setup": {"encoder": cfg.encoder, "llm": cfg.llm, "llm_dtype": cfg.llm_dtype, "memory_top_n": args.top_n, "repeats": args.repeats,
+        "setup": {"encoder": cfg.encoder, "llm": cfg.llm, "llm_dtype": cfg.llm_dtype, "memory_top_n": args.top_n,
+                  "repeats": args.repeats,
                   "history_embeddings": f"random unit vectors of the encoder width ({hidden}), not real MiniLM "
                                         "embeddings; questions, input encoder and LLM are real",
                   "time": "median seconds per example (batch 1, eval, no grad), each a new question",

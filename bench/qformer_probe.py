@@ -54,7 +54,8 @@ def probe(cfg: TrainConfig, steps: int, lr: float, eval_every: int = 50, batch_s
     """-> {"log": dev accuracy every `eval_every` steps, "losses": every step's loss}."""
     # The run's encoders, history store, Q-Former and label head; its LLM is built but not used.
     twin = build_model(cfg)
-    params = [p for m in (twin.input_encoder, twin.qformer, twin.label_heads) for p in m.parameters() if p.requires_grad]
+    params = [p for module in (twin.input_encoder, twin.qformer, twin.label_heads)
+              for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr)
     train, _ = load_datasets(cfg, "train")[TASK]
     dev, _ = load_datasets(cfg, "dev")[TASK]
