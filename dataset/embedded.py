@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataset.generated import SPLITS, ensure_generated, write_generated_task
+from dataset.generated import ensure_generated, number_questions, write_generated_task
 from dataset.embedded_vocab import (ABSTRACT_TEMPLATES, FIELDS, FieldVocab, NEUTRAL_ACTIVITIES, NEUTRAL_ADJECTIVES,
                                     NEUTRAL_COMMUNITIES, NEUTRAL_PERIODS, NEUTRAL_TEMPLATES, NEUTRAL_TOPICS,
                                     TITLE_TEMPLATES)
@@ -66,18 +66,12 @@ def generate_embedded_lamp1(out_dir: str | os.PathLike, seed: int = 0, n_train: 
     rng = random.Random(seed)
     pools = _paper_pools(rng)
     sizes = {"train": n_train, "dev": n_dev, "test": n_test}
-    next_id = FIRST_QUESTION_ID
-    splits = {}
-    for split in SPLITS:
-        questions, golds = [], []
-        pairs = _field_pairs(rng, sizes[split])
-        positions = _balanced_flags(rng, sizes[split])
-        for (main, other), correct_first in zip(pairs, positions):
-            question, gold = _make_question(rng, str(next_id), main, other, correct_first, pools)
-            questions.append(question)
-            golds.append(gold)
-            next_id += 1
-        splits[split] = (questions, golds)
+
+    def specs(n: int):  # per question: the user's field, the other candidate's, whether the user's is [1]
+        return ((*fields, first) for fields, first in zip(_field_pairs(rng, n), _balanced_flags(rng, n)))
+
+    splits = number_questions(sizes, FIRST_QUESTION_ID, specs,
+                              lambda question_id, spec: _make_question(rng, question_id, *spec, pools))
     write_generated_task(out_dir / TASK_FOLDER, TASK_FOLDER, splits, _marker(seed, sizes))
     return out_dir
 

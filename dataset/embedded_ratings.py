@@ -25,8 +25,9 @@ import datetime
 import os
 import random
 from pathlib import Path
+from typing import Iterator
 
-from dataset.generated import SPLITS, ensure_generated, write_generated_task
+from dataset.generated import ensure_generated, number_questions, write_generated_task
 
 TASK_FOLDER = "LaMP_3"
 # Bump when the generated data changes, so ensure_embedded_lamp3 replaces old copies.
@@ -76,24 +77,23 @@ def generate_embedded_lamp3(out_dir: str | os.PathLike, seed: int = 0, n_train: 
     """Write a synthetic LaMP-3 under `out_dir` and return `out_dir`; the same seed gives the same files."""
     out_dir = Path(out_dir)
     rng = random.Random(seed)
-    pairs = [(old, new) for old in range(1, 6) for new in range(1, 6) if old != new]
     sizes = {"train": n_train, "dev": n_dev, "test": n_test}
-    next_id = FIRST_QUESTION_ID
-    splits = {}
-    for split in SPLITS:
-        questions, golds = [], []
-        cycle: list[tuple[int, int]] = []
-        for _ in range(sizes[split]):
-            if not cycle:  # shuffled rounds over all pairs keep the answers balanced
-                cycle = list(pairs)
-                rng.shuffle(cycle)
-            question, gold = _make_question(rng, str(next_id), *cycle.pop())
-            questions.append(question)
-            golds.append(gold)
-            next_id += 1
-        splits[split] = (questions, golds)
+    splits = number_questions(sizes, FIRST_QUESTION_ID, lambda n: _rating_changes(rng, n),
+                              lambda question_id, change: _make_question(rng, question_id, *change))
     write_generated_task(out_dir / TASK_FOLDER, "LaMP_3", splits, _marker(seed, sizes))
     return out_dir
+
+
+def _rating_changes(rng: random.Random, n: int) -> Iterator[tuple[int, int]]:
+    """n (old, new) ratings from shuffled rounds over all 20 pairs, which keeps the answers
+    balanced; each round is drawn when it is needed, between the questions' own draws."""
+    pairs = [(old, new) for old in range(1, 6) for new in range(1, 6) if old != new]
+    cycle: list[tuple[int, int]] = []
+    for _ in range(n):
+        if not cycle:
+            cycle = list(pairs)
+            rng.shuffle(cycle)
+        yield cycle.pop()
 
 
 def ensure_embedded_lamp3(out_dir: str | os.PathLike, seed: int = 0) -> Path:

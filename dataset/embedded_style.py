@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from dataset.generated import SPLITS, ensure_generated, write_generated_task
+from dataset.generated import ensure_generated, number_questions, write_generated_task
 from dataset.embedded_style_vocab import CLOSINGS, OPENERS, SLOTS, TWEET_TEMPLATES
 
 TASK_FOLDER = "LaMP_7"
@@ -74,16 +74,8 @@ def generate_embedded_lamp7(out_dir: str | os.PathLike, seed: int = 0, n_train: 
     out_dir = Path(out_dir)
     rng = random.Random(seed)
     sizes = {"train": n_train, "dev": n_dev, "test": n_test}
-    next_id = FIRST_QUESTION_ID
-    splits = {}
-    for split in SPLITS:
-        questions, golds = [], []
-        for style in _styles(rng, sizes[split]):
-            question, gold = _make_question(rng, str(next_id), style)
-            questions.append(question)
-            golds.append(gold)
-            next_id += 1
-        splits[split] = (questions, golds)
+    splits = number_questions(sizes, FIRST_QUESTION_ID, lambda n: _styles(rng, n),
+                              lambda question_id, style: _make_question(rng, question_id, style))
     write_generated_task(out_dir / TASK_FOLDER, TASK_FOLDER, splits, _marker(seed, sizes))
     return out_dir
 

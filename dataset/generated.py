@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from dataset.atomic import atomic_write_text
 
@@ -20,6 +20,24 @@ MARKER = "embedded.json"  # written next to the data; records how it was generat
 SPLITS = ("train", "dev", "test")
 # LaMP keeps test golds hidden, and so do the generators.
 EXPECTED_FILES = tuple(f"{split}_questions.json" for split in SPLITS) + ("train_outputs.json", "dev_outputs.json")
+
+
+def number_questions(sizes: dict[str, int], first_id: int, specs: Callable[[int], Iterable],
+                     make: Callable[[str, object], tuple[dict, dict]]) -> dict[str, tuple[list, list]]:
+    """split -> (questions, golds): per split in SPLITS order, `make(question_id, spec)` for
+    each spec `specs(size)` yields, the ids counting up from `first_id` across the splits
+    (one question per user, so no user is in two splits). Specs are taken one at a time,
+    so generators that draw from one RNG keep their draws in the same order."""
+    splits, next_id = {}, first_id
+    for split in SPLITS:
+        questions, golds = [], []
+        for spec in specs(sizes[split]):
+            question, gold = make(str(next_id), spec)
+            questions.append(question)
+            golds.append(gold)
+            next_id += 1
+        splits[split] = (questions, golds)
+    return splits
 
 
 def write_generated_task(folder: Path, task: str, splits: dict[str, tuple[list, list]], marker: dict) -> None:
