@@ -31,6 +31,13 @@ def autocast(cfg: config_lib.TrainConfig, device: torch.device):
     return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
+def each_first_in_turn(names: list[str], turn: int) -> list[str]:
+    """`names` rotated so that names[turn % len(names)] goes first: over a run every variant
+    leads equally often, so a drift in the machine's load does not favour one of them."""
+    k = turn % len(names)
+    return names[k:] + names[:k]
+
+
 def machine_info(device: torch.device) -> dict:
     cpu = platform.processor() or platform.machine()
     if Path("/proc/cpuinfo").exists():

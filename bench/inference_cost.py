@@ -28,7 +28,7 @@ import sys
 
 import torch
 
-from bench.common import Clock, default_config, machine_info, write_report
+from bench.common import Clock, default_config, each_first_in_turn, machine_info, write_report
 from dataset.collate import collate
 from trainers.builder import RagPrompter, build_model, load_datasets
 
@@ -53,10 +53,9 @@ def measure(answers: dict, indices: list[int], repeats: int, clock: Clock) -> di
     names = list(answers)
     medians = {name: [] for name in names}
     for n, i in enumerate(indices):
-        order = names[n % len(names):] + names[:n % len(names)]  # each goes first in turn
         times = {name: [] for name in names}
         for timed in [False] + [True] * repeats:  # one untimed answer each, then the timed ones
-            for name in order:
+            for name in each_first_in_turn(names, n):
                 start = clock()
                 answers[name](i)
                 if timed:

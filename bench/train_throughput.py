@@ -32,7 +32,7 @@ import tempfile
 import torch
 
 import config as config_lib
-from bench.common import Clock, autocast, default_config, machine_info, write_report
+from bench.common import Clock, autocast, default_config, each_first_in_turn, machine_info, write_report
 from dataset.collate import collate
 from history_store import HistoryStore
 from model import BehavioralEncoder, BehavioralTwin
@@ -91,7 +91,7 @@ def measure(twin: BehavioralTwin, sources: dict[str, BehavioralEncoder], batches
     twin.train()
     names = list(sources)
     for step, batch in enumerate(batches):
-        for name in names[step % len(names):] + names[:step % len(names)]:  # each goes first in turn
+        for name in each_first_in_turn(names, step):
             switch_to(name)
             start = clock()
             with autocast(cfg, twin.llm.device):

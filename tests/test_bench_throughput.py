@@ -13,7 +13,7 @@ from dataset.embedded import generate_embedded_lamp1
 
 @pytest.mark.parametrize("dtype, mixed_precision, steps, warmup, same_loss",
                          [("float32", "no", 2, 1, 1e-5), ("bfloat16", "bf16", 1, 0, 2e-2)])
-def test_bench_times_three_history_sources_on_the_same_batches_and_reports_them(
+def test_bench_times_each_history_source_on_the_same_batches_and_reports_them(
         tmp_path, tiny_model_dirs, capsys, dtype, mixed_precision, steps, warmup, same_loss):
     data = generate_embedded_lamp1(tmp_path / "data", seed=3, n_train=12, n_dev=2, n_test=2)
     out = tmp_path / "bench.json"

@@ -41,7 +41,7 @@ ARCHITECTURE_FIELDS = ("model", "encoder", "llm", "prompt_position", "num_querie
 # What resuming training needs to match too: the saved position (phase, epoch, step) counts
 # in this task list and mode, and the label heads (one per classification task) train.
 RESUME_FIELDS = ("mode", "tasks")
-LABEL_HEADS = "label_heads."  # their weights' names; evaluation never builds them
+LABEL_HEADS = "label_heads."  # their weights' names; an evaluation builds none
 TENSOR_FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors")
 JSON_FILES = ("optimizer.json", "state.json", "config.json")
 CHECKPOINT_FILES = TENSOR_FILES + JSON_FILES
@@ -317,12 +317,12 @@ def _saved_config(checkpoint: Path):
         raise CheckpointError(f"{path} cannot be read as a run config ({error})") from error
 
 
-def load_weights(checkpoint: Path, model, evaluating: bool = False) -> None:
+def load_weights(checkpoint: Path, model) -> None:
     """Load the trainable weights; a model of another shape (e.g. another LLM width) is refused by name.
-    Evaluating skips the label heads: they only train, so the model built to evaluate has none."""
+    A model built without label heads (an evaluation: they only train) skips the checkpoint's."""
     _warn_unexpected(checkpoint)
     state = _load_tensors(checkpoint / "trainable.safetensors")
-    if evaluating:
+    if not any(name.startswith(LABEL_HEADS) for name, _ in model.named_parameters()):
         state = {name: weights for name, weights in state.items() if not name.startswith(LABEL_HEADS)}
     try:
         model.load_trainable_state_dict(state)

@@ -98,7 +98,7 @@ def run(cfg) -> dict:
     if cfg.mode == "eval_only":
         checkpoint = ckpt.find_checkpoint(cfg.resume_from)
         ckpt.check_compatible(checkpoint, cfg)
-        ckpt.load_weights(checkpoint, model, evaluating=True)
+        ckpt.load_weights(checkpoint, model)
         trainer.evaluate(list(eval_sets), phase=0, epoch=-1)
         metrics = trainer.final_metrics()
     else:
