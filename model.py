@@ -19,8 +19,8 @@ from torch import nn
 from transformers import DynamicCache
 
 from dataset.numeric import NUM_FEATURES
-from history_store import HistoryStore, micro_batches
-from memory import HistoryMemory, query_texts
+from dataset.history_store import HistoryStore, micro_batches
+from dataset.memory import HistoryMemory, query_texts
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -636,7 +636,7 @@ class BehavioralTwin(PersonalizedLLM):
 
     Roadmap options (config: memory_top_n, numeric_signals, nested_queries, inference_queries):
     `memory` keeps each example's top-N history items by similarity to its query
-    (memory.py); a Q-Former built with numeric_features reads batch.history_numbers;
+    (dataset/memory.py); a Q-Former built with numeric_features reads batch.history_numbers;
     `nested_queries` trains each example on a random prefix of the queries (nested query
     dropout: the queries past it get no say in that example's answer, so the early ones
     learn to carry the most), and `inference_queries` picks the prefix outside training.
@@ -763,3 +763,38 @@ class BehavioralTwin(PersonalizedLLM):
         if all(count == prompts.shape[1] for count in counts):
             return prompts
         return [p[:count] for p, count in zip(prompts, counts)]
+
+
+# ----------------------------------------------------------------------------- history-blind baselines
+# none: the frozen LLM on the bare input; rag: the same model on inputs rewritten with the
+# user's top-k profile items (dataset/retrieval.py); prompt_tuning: Q soft tokens shared by
+# every user (Lester et al. 2021). PPlug lives in pplug.py; the mean-of-history ablation is
+# BehavioralTwin with aggregator="mean".
+
+
+class NoPersonalization(PersonalizedLLM):
+    """The frozen LLM alone. With retrieval-augmented inputs it is the `rag` baseline."""
+
+    reads_history = False
+
+    def soft_prompts(self, batch) -> None:
+        return None
+
+
+class PromptTuning(PersonalizedLLM):
+    """Q learnable vectors before every input, the same for every user.
+
+    Initialised from the embeddings of Q random vocabulary tokens, which Lester et al.
+    found to train faster than random vectors: the prompts start at the scale and in
+    the region of real tokens.
+    """
+
+    reads_history = False
+
+    def __init__(self, llm: FrozenLLM, num_prompts: int):
+        super().__init__(llm)
+        self.prompts = nn.Parameter(random_token_embeddings(llm.model.get_input_embeddings().weight,
+                                                            num_prompts))  # [1, Q, D]
+
+    def soft_prompts(self, batch) -> torch.Tensor:
+        return self.prompts.expand(len(batch.inputs), -1, -1)  # [B, Q, D]

@@ -15,7 +15,7 @@ import sys
 
 # -----------------------------------------------------------------------------
 # Defaults. Edit them here, or override: --config FILE.yaml, then --key=value.
-# Every other setting (and its meaning) is in config.py's TrainConfig.
+# Every other setting (and its meaning) is in trainers/config.py's TrainConfig.
 mode = "sequential"      # sequential | joint | eval_only
 resume_from = ""         # saved/<run> or saved/<run>/checkpoints/step-N
 tasks = ["LaMP-1"]
@@ -36,12 +36,12 @@ epochs = 1
 
 def header_defaults() -> dict:
     """The settings of the block above, by TrainConfig field name: what `python train.py` runs."""
-    import config as config_lib
+    from trainers import config as config_lib
     return {k: v for k, v in globals().items() if k in config_lib.FIELDS}
 
 
 def main(argv: list[str]) -> int:
-    import config as config_lib
+    from trainers import config as config_lib
 
     if "--help" in argv or "-h" in argv:
         print(__doc__)

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-import config as config_lib
+from trainers import config as config_lib
 import train
 
 # (cell name, axis, setting shown in the table, overrides). The default cell appears once

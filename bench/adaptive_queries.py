@@ -28,7 +28,7 @@ from torch import nn
 
 from bench.common import add_threads_option, apply_threads, default_config, write_report
 from bench.qformer_probe import TASK, label_logits, labels
-from config import TrainConfig
+from trainers.config import TrainConfig
 from dataset.collate import collate
 from model import pad_stack
 from trainers.builder import build_model, load_datasets

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-import config as config_lib
+from trainers import config as config_lib
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

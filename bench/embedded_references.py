@@ -17,13 +17,13 @@ import tempfile
 
 import torch
 
-import model_registry
+from trainers import model_registry
 from bench.common import default_config
-from dataset.embedded import generate_embedded_lamp1
-from dataset.embedded_style import blind_prediction, generate_embedded_lamp7, oracle_prediction
+from dataset.embedded.lamp1 import generate_embedded_lamp1
+from dataset.embedded.lamp7 import blind_prediction, generate_embedded_lamp7, oracle_prediction
 from dataset.lamp import load_split
 from dataset.tasks import get_task
-from history_store import HistoryStore
+from dataset.history_store import HistoryStore
 from model import BehavioralEncoder
 from trainers.metrics import task_metrics
 

@@ -42,8 +42,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from bench.common import add_threads_option, apply_threads, default_config, write_report
 from dataset.collate import Batch
-from history_store import HistoryStore
-from memory import HistoryMemory
+from dataset.history_store import HistoryStore
+from dataset.memory import HistoryMemory
 from trainers.builder import build_model, load_datasets
 
 

@@ -19,7 +19,7 @@ import time
 import torch
 
 from bench.common import default_config, write_report
-from config import TrainConfig
+from trainers.config import TrainConfig
 from dataset.collate import collate
 from dataset.tasks import get_task
 from trainers.builder import build_model, load_datasets

@@ -31,10 +31,10 @@ import tempfile
 
 import torch
 
-import config as config_lib
+from trainers import config as config_lib
 from bench.common import Clock, autocast, default_config, each_first_in_turn, machine_info, write_report
 from dataset.collate import collate
-from history_store import HistoryStore
+from dataset.history_store import HistoryStore
 from model import BehavioralEncoder, BehavioralTwin
 from trainers.builder import build_model, load_datasets
 from trainers.trainer import epoch_order, make_optimizer

@@ -70,7 +70,7 @@ from typing import Any, Iterator, Mapping, Sequence, TextIO
 from tqdm.auto import tqdm
 
 from dataset.atomic import atomic_write_text
-from dataset.embedded import QUESTION_TEMPLATE  # LaMP-1's official question wording
+from dataset.embedded.lamp1 import QUESTION_TEMPLATE  # LaMP-1's official question wording
 
 TASK_FOLDER = "LaMP_1"
 SPLITS = ("train", "dev", "test")

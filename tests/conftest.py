@@ -17,7 +17,7 @@ for path in (ROOT, ROOT / "tests"):
 @pytest.fixture(scope="module")
 def lamp_dir(tmp_path_factory):
     """LaMP-1 in the official layout: 24 train, 8 dev and 4 test questions."""
-    from dataset.embedded import generate_embedded_lamp1
+    from dataset.embedded.lamp1 import generate_embedded_lamp1
     return generate_embedded_lamp1(tmp_path_factory.mktemp("data"), seed=3, n_train=24, n_dev=8, n_test=4)
 
 

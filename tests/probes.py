@@ -58,7 +58,7 @@ class Toy(torch.nn.Module):
 
 def toy_training():
     """(model, optimizer, scheduler, step, cfg); step() trains one deterministic optimizer step."""
-    import config as config_lib
+    from trainers import config as config_lib
     model = Toy()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (1 + step))

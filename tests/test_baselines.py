@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from baselines import NoPersonalization, PromptTuning
+from model import NoPersonalization, PromptTuning
 from dataset.retrieval import bm25_ranking, dense_ranking, rag_prompt
 from dataset.tasks import get_task
 from model import BehavioralEncoder, FrozenLLM, InputEncoder

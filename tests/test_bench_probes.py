@@ -9,7 +9,7 @@ import json
 import math
 
 from bench import ablations, adaptive_queries, embedded_references, history_scaling, qformer_probe
-from dataset.embedded_style import generate_embedded_lamp7
+from dataset.embedded.lamp7 import generate_embedded_lamp7
 from dataset.lamp import load_split
 
 

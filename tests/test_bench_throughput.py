@@ -8,7 +8,7 @@ import json
 import pytest
 
 from bench import train_throughput
-from dataset.embedded import generate_embedded_lamp1
+from dataset.embedded.lamp1 import generate_embedded_lamp1
 
 
 @pytest.mark.parametrize("dtype, mixed_precision, steps, warmup, same_loss",

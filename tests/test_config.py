@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-import config as config_lib
+from trainers import config as config_lib
 import train
 
 

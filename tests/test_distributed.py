@@ -15,7 +15,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-import config as config_lib
+from trainers import config as config_lib
 import train
 from dataset.lamp import load_split
 from test_reliability import CHILD_ENV, CHILD_TIMEOUT, ROOT

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from dataset.embedded_style import (INPUT_PREFIX, STYLES, Style, apply_style, blind_prediction,
+from dataset.embedded.lamp7 import (INPUT_PREFIX, STYLES, Style, apply_style, blind_prediction,
                                     generate_embedded_lamp7, neutral_tweet,
                                     oracle_prediction, read_style)
-from dataset.embedded_style_vocab import CLOSINGS, OPENERS, SLOTS, TWEET_TEMPLATES
-from dataset.generated import EXPECTED_FILES, MARKER
+from dataset.embedded.style_vocab import CLOSINGS, OPENERS, SLOTS, TWEET_TEMPLATES
+from dataset.embedded.install import EXPECTED_FILES, MARKER
 from dataset.lamp import LaMPExample, load_split, read_lamp_split
 from dataset.tasks import get_task
 from trainers.metrics import rouge_metrics

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from dataset.embedded import generate_embedded_lamp1
-from dataset.embedded_vocab import (FIELDS, NEUTRAL_ACTIVITIES, NEUTRAL_ADJECTIVES, NEUTRAL_COMMUNITIES,
+from dataset.embedded.lamp1 import generate_embedded_lamp1
+from dataset.embedded.vocab import (FIELDS, NEUTRAL_ACTIVITIES, NEUTRAL_ADJECTIVES, NEUTRAL_COMMUNITIES,
                                     NEUTRAL_PERIODS, NEUTRAL_TEMPLATES, NEUTRAL_TOPICS, content_words)
-from dataset.generated import EXPECTED_FILES, MARKER
+from dataset.embedded.install import EXPECTED_FILES, MARKER
 from dataset.lamp import LaMPExample, load_split, read_lamp_split
 from dataset.tasks import get_task
 

@@ -1,12 +1,12 @@
-"""The shared install of generated task folders (dataset.generated), through both embedded tasks."""
+"""The shared install of generated task folders (dataset.embedded.install), through both embedded tasks."""
 
 import re
 
 import pytest
 
-from dataset.embedded import ensure_embedded_data, generate_embedded_lamp1
-from dataset.embedded_style import ensure_embedded_lamp7, generate_embedded_lamp7
-from dataset.generated import EXPECTED_FILES, MARKER
+from dataset.embedded.lamp1 import ensure_embedded_data, generate_embedded_lamp1
+from dataset.embedded.lamp7 import ensure_embedded_lamp7, generate_embedded_lamp7
+from dataset.embedded.install import EXPECTED_FILES, MARKER
 from dataset.lamp import load_split
 from dataset.tasks import get_task
 

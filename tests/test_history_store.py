@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from history_store import HistoryStore, store_folder, store_identity
+from dataset.history_store import HistoryStore, store_folder, store_identity
 
 TEXTS = ["graph neural networks", "galaxy surveys", "query optimization", "robots and climate", "music"]
 IDENTITY = store_identity("minilm", "abc123", "mean", 128)

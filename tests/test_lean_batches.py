@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dataset.collate import LaMPDataset, group_by_length, llm_lengths
-from dataset.embedded import generate_embedded_lamp1
+from dataset.embedded.lamp1 import generate_embedded_lamp1
 from dataset.lamp import load_split
 from dataset.tasks import get_task
 from test_training import fit_until_saved, make_trainer, trained_weights

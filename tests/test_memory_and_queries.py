@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-import config as config_lib
-from dataset.embedded_ratings import generate_embedded_lamp3
-from memory import HistoryMemory, UserIndex
+from trainers import config as config_lib
+from dataset.embedded.lamp3 import generate_embedded_lamp3
+from dataset.memory import HistoryMemory, UserIndex
 from model import BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, QFormer, queries_for
 from test_model import HISTORY, INPUTS, batch
 from test_training import run_script

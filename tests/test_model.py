@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from history_store import HistoryStore
+from dataset.history_store import HistoryStore
 from model import (BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, QFormer, count_parameters,
                    pad_stack)
 from tiny_models import tiny_bert, tiny_llama, tiny_t5
@@ -223,7 +223,7 @@ def test_lm_head_reads_generations_last_position_as_a_dense_matrix():
 
 
 def test_gradient_checkpointing_recomputes_the_frozen_llm_layers_with_the_same_gradients():
-    from baselines import PromptTuning
+    from model import PromptTuning
     grads = []
     for checkpointing in (False, True):
         lm, tok = tiny_llama()

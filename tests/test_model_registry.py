@@ -27,8 +27,8 @@ from transformers import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import model_registry  # noqa: E402
-from model_registry import (  # noqa: E402
+from trainers import model_registry  # noqa: E402
+from trainers.model_registry import (  # noqa: E402
     EMBEDDED_ALIASES,
     ModelNotFoundError,
     default_pooling,

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from dataset.collate import LaMPDataset, collate
-from dataset.embedded_ratings import generate_embedded_lamp3, latest_rating
+from dataset.embedded.lamp3 import generate_embedded_lamp3, latest_rating
 from dataset.lamp import load_split
 from dataset.numeric import NUM_FEATURES, item_features, normalize, years_since_2000
 from dataset.tasks import get_task

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 import train
 from dataset.tasks import get_task
-from history_store import HistoryStore
+from dataset.history_store import HistoryStore
 from probes import BLOCKED, KILL_POINTS, save_toy, toy_training, toy_weights_after
 from test_training import make_trainer, run_script, script_args
 from tiny_models import tiny_llama

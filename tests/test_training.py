@@ -11,11 +11,11 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
-import config as config_lib
+from trainers import config as config_lib
 import train
 from dataset.collate import LaMPDataset
-from dataset.embedded import generate_embedded_lamp1
-from dataset.embedded_style import generate_embedded_lamp7
+from dataset.embedded.lamp1 import generate_embedded_lamp1
+from dataset.embedded.lamp7 import generate_embedded_lamp7
 from dataset.lamp import load_split
 from dataset.tasks import get_task
 from test_model import build_twin

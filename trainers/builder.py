@@ -8,18 +8,18 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-import model_registry
-from baselines import NoPersonalization, PromptTuning
+from trainers import model_registry
+from model import NoPersonalization, PromptTuning
 from dataset.collate import LaMPDataset, select_history
-from dataset.embedded import ensure_embedded_data
-from dataset.embedded_style import ensure_embedded_lamp7
+from dataset.embedded.lamp1 import ensure_embedded_data
+from dataset.embedded.lamp7 import ensure_embedded_lamp7
 from dataset.lamp import check_split_files, load_split
 from dataset.retrieval import bm25_ranking, dense_ranking, rag_prompt
 from dataset.tasks import get_task
-from dataset.embedded_ratings import ensure_embedded_lamp3
+from dataset.embedded.lamp3 import ensure_embedded_lamp3
 from dataset.numeric import NUM_FEATURES
-from history_store import HistoryStore, store_identity
-from memory import HistoryMemory
+from dataset.history_store import HistoryStore, store_identity
+from dataset.memory import HistoryMemory
 from model import BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, PersonalizedLLM, QFormer
 from pplug import PPlug
 

@@ -33,7 +33,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-import config as config_lib
+from trainers import config as config_lib
 
 # Settings that change the shape or meaning of the trainable weights.
 ARCHITECTURE_FIELDS = ("model", "encoder", "llm", "prompt_position", "num_queries", "qformer_layers", "qformer_heads",

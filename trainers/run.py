@@ -10,10 +10,10 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 
-import config as config_lib
+from trainers import config as config_lib
 from dataset.lamp import LaMPFormatError, write_predictions
 from model import count_parameters
-from model_registry import ModelNotFoundError
+from trainers.model_registry import ModelNotFoundError
 from trainers import checkpoint as ckpt
 from pplug import HistoryDropAugmented
 from trainers.builder import build_model, load_datasets, retrieval_augmented

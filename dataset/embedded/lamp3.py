@@ -27,7 +27,7 @@ import random
 from pathlib import Path
 from typing import Iterator
 
-from dataset.generated import ensure_generated, number_questions, write_generated_task
+from dataset.embedded.install import ensure_generated, number_questions, write_generated_task
 
 TASK_FOLDER = "LaMP_3"
 # Bump when the generated data changes, so ensure_embedded_lamp3 replaces old copies.

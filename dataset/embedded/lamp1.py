@@ -28,8 +28,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataset.generated import ensure_generated, number_questions, write_generated_task
-from dataset.embedded_vocab import (ABSTRACT_TEMPLATES, FIELDS, FieldVocab, NEUTRAL_ACTIVITIES, NEUTRAL_ADJECTIVES,
+from dataset.embedded.install import ensure_generated, number_questions, write_generated_task
+from dataset.embedded.vocab import (ABSTRACT_TEMPLATES, FIELDS, FieldVocab, NEUTRAL_ACTIVITIES, NEUTRAL_ADJECTIVES,
                                     NEUTRAL_COMMUNITIES, NEUTRAL_PERIODS, NEUTRAL_TEMPLATES, NEUTRAL_TOPICS,
                                     TITLE_TEMPLATES)
 

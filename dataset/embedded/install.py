@@ -1,6 +1,6 @@
 """Install a generated task folder once, atomically, and recognise an up-to-date copy.
 
-Shared by the embedded tasks (dataset.embedded, dataset.embedded_style). Each generator
+Shared by the embedded tasks (dataset.embedded.lamp1, dataset.embedded.lamp7). Each generator
 writes a marker file next to its data recording how it was made; a folder is current
 when its files are all there and its marker matches what the generator would write now.
 """

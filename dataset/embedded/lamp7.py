@@ -1,6 +1,6 @@
 """The embedded generation task: a synthetic LaMP-7 (tweet paraphrasing) from a seed.
 
-It is the generation counterpart of the embedded LaMP-1 (`dataset.embedded`): the same
+It is the generation counterpart of the embedded LaMP-1 (`dataset.embedded.lamp1`): the same
 official file layout, determinism and marker file, so the real reader, trainer and
 ROUGE metrics run on it unchanged.
 
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from dataset.generated import ensure_generated, number_questions, write_generated_task
-from dataset.embedded_style_vocab import CLOSINGS, OPENERS, SLOTS, TWEET_TEMPLATES
+from dataset.embedded.install import ensure_generated, number_questions, write_generated_task
+from dataset.embedded.style_vocab import CLOSINGS, OPENERS, SLOTS, TWEET_TEMPLATES
 
 TASK_FOLDER = "LaMP_7"
 # Bump when the generated data changes, so ensure_embedded_lamp7 replaces old copies.

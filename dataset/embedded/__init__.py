@@ -1,0 +1,1 @@
+"""Generators of the embedded offline tasks: LaMP-format data made from a seed, no download."""
