@@ -1,5 +1,6 @@
 """What every benchmark script shares: the embedded default's settings, the machine it ran
-on, a GPU-aware clock, the --threads option and writing its JSON report."""
+on, a GPU-aware clock, the --threads option, writing its JSON report and its section of
+RESULTS.md."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import argparse
 import json
 import os
 import platform
+import re
+import shlex
+import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import torch
@@ -77,3 +82,39 @@ def write_report(report: dict, path: str | os.PathLike) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "RESULTS.md"
+RESULTS_HEADER = ("# Results\n\nEvery section below is written by the script it names, replaced whole "
+                  "when that script runs again; none is edited by hand.\n")
+
+
+def machine_line(device: torch.device | None = None) -> str:
+    info = machine_info(device or torch.device("cpu"))
+    where = info["gpu"] or f"{info['cpu']} ({info['cpu_count']} cores, {info['torch_threads']} threads)"
+    return f"{where}, torch {info['torch']}, python {info['python']}"
+
+
+def invocation() -> str:
+    """This process's command line as a user would type it (`python -m bench.NAME ...`)."""
+    script = Path(sys.argv[0])
+    head = f"python -m {script.parent.name}.{script.stem}" if script.parent.name == "bench" else f"python {script.name}"
+    return " ".join([head, *map(shlex.quote, sys.argv[1:])])
+
+
+def write_results_section(key: str, title: str, body: str, command: str | None = None,
+                          device: torch.device | None = None, path: str | os.PathLike = RESULTS) -> None:
+    """Replace (or append) the section `key` of RESULTS.md with `body` (markdown), headed by the
+    command that produced it (default: this process's own command line), the machine and the date.
+
+    Sections are delimited by `<!-- results:KEY -->` markers, so a rerun replaces only its own."""
+    command = command or invocation()
+    begin, end = f"<!-- results:{key} -->", f"<!-- /results:{key} -->"
+    section = (f"{begin}\n## {title}\n\n`{command}`, on {machine_line(device)}, {date.today().isoformat()}\n\n"
+               f"{body.strip()}\n{end}")
+    out = Path(path)
+    text = out.read_text() if out.exists() else RESULTS_HEADER
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
+    out.write_text(text)
+    print(f"wrote the section '{title}' of {out}")
