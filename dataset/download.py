@@ -1,4 +1,4 @@
-"""Download LaMP's official files into the layout the rest of the project reads.
+"""Download LaMP's official files into the flattened layout (dataset/layout.py).
 
     python -m dataset.download --tasks LaMP-1,LaMP-2 --split user --out DATA_DIR
     python -m dataset.download --tasks all --split time --out DATA_DIR --splits train,dev
@@ -8,6 +8,7 @@ LaMP publishes each file at ``<base>/LaMP_<i>/<split>/<split>_{questions,outputs
 ``<base>/time/...``. They land in ``DATA_DIR/LaMP_<i>/<split>_*.json`` (user split) or
 ``DATA_DIR/time/LaMP_<i>/...`` (time split); train with ``--data_dir=DATA_DIR`` or
 ``--data_dir=DATA_DIR/time``. Test outputs are hidden by LaMP, so only test questions exist.
+(A tree copied from LaMP's site as it is, in the server layout, is read just as well.)
 
 Each file streams into ``<name>.part`` next to its final name. Connection errors, 5xx
 answers and bodies cut short are retried with exponential backoff, resuming the
@@ -37,20 +38,12 @@ from typing import Callable, Iterable, Sequence
 
 from tqdm import tqdm
 
-from dataset.lamp import official_task_name, split_paths
+from dataset.layout import (PRIVATE_TASKS, PUBLIC_TASKS, TIME_FOLDER, layout_paths, official_task_name,
+                            server_relative_path)
 
 DEFAULT_BASE_URL = "https://ciir.cs.umass.edu/downloads/LaMP"
 SPLIT_KINDS = ("user", "time")
 SPLITS = ("train", "dev", "test")
-PUBLIC_TASKS = ("LaMP-1", "LaMP-2", "LaMP-3", "LaMP-4", "LaMP-5", "LaMP-7")
-# LaMP-6 (email subject generation) is built on the Avocado email corpus, which is
-# licensed, so LaMP does not host it.
-PRIVATE_TASKS = {"LaMP-6": "LaMP-6 data is not public: it is built on the licensed Avocado email corpus, "
-                           "which LaMP cannot redistribute. Drop LaMP-6 from the task list, or obtain the "
-                           "corpus from its owners and build the files yourself."}
-# LaMP-2 was re-released as movie tagging under "new/"; the folder above it holds the
-# retired news-categorization task, which this project does not use.
-_REMOTE_SUBFOLDER = {"LaMP_2": "new"}
 PART_SUFFIX = ".part"
 
 # Retry tuning. The backoff doubles per retry: 1, 2, 4, 8, 16 s by default, capped so
@@ -119,21 +112,14 @@ def canonical_tasks(tasks: Iterable[str]) -> list[str]:
 def local_root(out_dir: str | os.PathLike, split_kind: str) -> Path:
     """The folder to pass as --data_dir: `out_dir` for the user split, `out_dir`/time for the time split."""
     _check_split_kind(split_kind)
-    return Path(out_dir) / "time" if split_kind == "time" else Path(out_dir)
+    return Path(out_dir) / TIME_FOLDER if split_kind == "time" else Path(out_dir)
 
 
 def remote_url(base_url: str, task: str, split_kind: str, split: str, kind: str) -> str:
     """LaMP's URL of one file, e.g. <base>/time/LaMP_2/new/dev/dev_outputs.json."""
     _check_split_kind(split_kind)
-    folder = official_task_name(task)
-    parts = [base_url.rstrip("/")]
-    if split_kind == "time":
-        parts.append("time")
-    parts.append(folder)
-    if folder in _REMOTE_SUBFOLDER:
-        parts.append(_REMOTE_SUBFOLDER[folder])
-    parts += [split, f"{split}_{kind}.json"]
-    return "/".join(parts)
+    parts = [base_url.rstrip("/")] + ([TIME_FOLDER] if split_kind == "time" else [])
+    return "/".join(parts + [server_relative_path(task, split, kind)])
 
 
 def lamp_files(tasks: Iterable[str], out_dir: str | os.PathLike, split_kind: str = "user",
@@ -147,7 +133,8 @@ def lamp_files(tasks: Iterable[str], out_dir: str | os.PathLike, split_kind: str
     files = []
     for task in canonical_tasks(tasks):
         for split in splits:
-            questions, outputs = split_paths(root, task, split)
+            # Always the flattened layout: a hand-downloaded server tree beside it is left alone.
+            questions, outputs = layout_paths(root, task, split, "flattened")
             kinds = (("questions", questions),) if split == "test" else (("questions", questions),
                                                                        ("outputs", outputs))
             for kind, path in kinds:
@@ -184,7 +171,7 @@ def download_advice(data_dir: str | os.PathLike, tasks: Sequence[str]) -> str:
         else:
             lines.append(f"{task} is not one of LaMP's tasks, so there is nothing to download for it.")
     if downloadable:
-        if data_dir.name == "time":
+        if data_dir.name == TIME_FOLDER:
             lines.append(f"Download with: {download_command(data_dir.parent, downloadable, 'time')}")
         else:
             lines.append(f"Download with: {download_command(data_dir, downloadable, 'user')} "

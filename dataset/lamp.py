@@ -1,31 +1,36 @@
 """Reader and writer of the LaMP benchmark's official JSON files.
 
-Layout: ``DATA_DIR/LaMP_<i>/{split}_questions.json`` holds a list of
-``{"id", "input", "profile": [{...}, ...]}`` records and ``{split}_outputs.json`` holds
-``{"task": "LaMP_<i>", "golds": [{"id", "output"}, ...]}``. The test split ships without
-outputs. Task names use a dash ("LaMP-1"); folders and the "task" field use an
-underscore ("LaMP_1").
+``{split}_questions.json`` holds a list of ``{"id", "input", "profile": [{...}, ...]}``
+records and ``{split}_outputs.json`` holds ``{"task": "LaMP_<i>", "golds": [{"id",
+"output"}, ...]}``. The test split ships without outputs. Task names use a dash
+("LaMP-1"); folders and the "task" field use an underscore ("LaMP_1"). Where the files
+sit under a data folder (the downloader's flattened layout or LaMP's own server layout,
+found automatically) is dataset/layout.py's business.
 
 Every format problem raises LaMPFormatError naming the file, the record (id, or index
 when there is no usable id), the field and what to do, because these files are large
-and a bare KeyError deep in training is useless.
+and a bare KeyError deep in training is useless. That includes a gold outside a
+classification task's labels and an outputs file whose "task" names another task.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from dataset.atomic import atomic_write_text
+from dataset.download import download_advice
+from dataset.layout import LAYOUT_HELP, TIME_FOLDER, official_task_name, split_paths
 
 # How many example ids an error message shows; enough to find them, short enough to read.
 _SHOWN_IDS = 3
 # How many folder entries a "file missing" message lists.
 _SHOWN_FILES = 20
+# How many of a task's labels a "not a label" message lists.
+_SHOWN_LABELS = 5
 
 
 class LaMPFormatError(ValueError):
@@ -42,32 +47,19 @@ class LaMPExample:
     output: str | None = None  # None when the outputs file is absent (test split)
 
 
-def official_task_name(task: str) -> str:
-    """"LaMP-1" or "LaMP_1" -> "LaMP_1", the spelling of folders and the "task" field."""
-    match = re.fullmatch(r"LaMP[-_](\w+)", task)
-    if match is None:
-        raise ValueError(f"task name must look like 'LaMP-1', got {task!r}")
-    return f"LaMP_{match.group(1)}"
-
-
-def split_paths(data_dir: str | os.PathLike, task: str, split: str) -> tuple[Path, Path]:
-    """-> (questions path, outputs path) of `split` of `task` under `data_dir`."""
-    folder = Path(data_dir) / official_task_name(task)
-    return folder / f"{split}_questions.json", folder / f"{split}_outputs.json"
-
-
-def load_split(data_dir: str | os.PathLike, task: str, split: str,
-               required_profile_fields: Iterable[str] = ()) -> list[LaMPExample]:
-    """Read one split of one task from the official layout.
+def load_split(data_dir: str | os.PathLike, task: str, split: str, required_profile_fields: Iterable[str] = (),
+               labels: Sequence[str] | None = None) -> list[LaMPExample]:
+    """Read one split of one task from `data_dir` in either layout (dataset/layout.py).
 
     Golds are required for every split except "test", whose outputs LaMP keeps hidden:
-    there a missing outputs file gives examples with ``output=None``.
+    there a missing outputs file gives examples with ``output=None``. The outputs file
+    must be `task`'s, and with `labels` (a classification task's) every gold one of them.
     """
     check_split_files(data_dir, [task], split)
     questions, outputs = split_paths(data_dir, task, split)
     if split == "test" and not outputs.is_file():
         return read_lamp_split(questions, None, required_profile_fields)
-    return read_lamp_split(questions, outputs, required_profile_fields)
+    return read_lamp_split(questions, outputs, required_profile_fields, task=task, labels=labels)
 
 
 def check_split_files(data_dir: str | os.PathLike, tasks: Iterable[str], split: str) -> None:
@@ -92,11 +84,14 @@ def check_split_files(data_dir: str | os.PathLike, tasks: Iterable[str], split: 
 
 
 def read_lamp_split(questions_path: str | os.PathLike, outputs_path: str | os.PathLike | None = None,
-                    required_profile_fields: Iterable[str] = ()) -> list[LaMPExample]:
+                    required_profile_fields: Iterable[str] = (), *, task: str | None = None,
+                    labels: Sequence[str] | None = None) -> list[LaMPExample]:
     """Read and validate a questions file and, if given, its outputs file.
 
     Examples keep the questions file's order. Integer ids are accepted and turned into
-    strings. Every profile item must carry each field in `required_profile_fields`.
+    strings. Every profile item must carry each field in `required_profile_fields`. With
+    `task`, an outputs file whose "task" field names another task is refused; with
+    `labels`, so is a gold that (stripped, as the metrics read it) is none of them.
     """
     questions_path = Path(questions_path)
     required = tuple(required_profile_fields)
@@ -116,7 +111,7 @@ def read_lamp_split(questions_path: str | os.PathLike, outputs_path: str | os.Pa
         first_index[example.id] = index
         examples.append(example)
     if outputs_path is not None:
-        _attach_golds(examples, questions_path, Path(outputs_path))
+        _attach_golds(examples, questions_path, Path(outputs_path), task, labels)
     return examples
 
 
@@ -168,11 +163,11 @@ def _missing_file_message(path: Path, data_dir: Path | None = None, tasks: Seque
     """Why `path` cannot be read and what to do about it.
 
     For a file named directly it lists the file's folder. Given the LaMP data folder,
-    the tasks lacking files and any other missing files, it adds what the data folder
-    holds and how to download those tasks.
+    the tasks lacking files and any other missing files, it adds the layouts read, what
+    the data folder holds and how to download those tasks.
     """
     folder = path.parent
-    expected = "the layout DATA_DIR/LaMP_<i>/{split}_questions.json and {split}_outputs.json"
+    expected = f"the layout {LAYOUT_HELP}"
     if not folder.is_dir():
         message = f"{path}: file not found; folder {folder} does not exist."
         advice = f"Point the data folder at {expected}."
@@ -186,9 +181,8 @@ def _missing_file_message(path: Path, data_dir: Path | None = None, tasks: Seque
         shown = ", ".join(str(p) for p in also_missing[:_SHOWN_FILES])
         more = f", ... ({len(also_missing)} in all)" if len(also_missing) > _SHOWN_FILES else ""
         lines.append(f"Also missing: {shown}{more}.")
+    lines.append(f"Either layout is read: {LAYOUT_HELP}.")
     lines.append(_data_dir_inventory(data_dir))
-    # Imported here because dataset.download builds on this module; only error paths need it.
-    from dataset.download import download_advice
     lines.append(download_advice(data_dir, tasks))
     return "\n".join(line for line in lines if line)
 
@@ -199,7 +193,7 @@ def _data_dir_inventory(data_dir: Path) -> str:
         return f"The data folder {data_dir} does not exist."
     task_dirs = sorted(p for p in data_dir.iterdir() if p.is_dir() and p.name.startswith("LaMP_"))
     found = [f"{p.name}/ ({_listing(p)})" for p in task_dirs]
-    time_dir = data_dir / "time"
+    time_dir = data_dir / TIME_FOLDER
     if time_dir.is_dir():
         time_tasks = sorted(p.name for p in time_dir.iterdir() if p.is_dir() and p.name.startswith("LaMP_"))
         found.append(f"time/ (time-based split: {', '.join(time_tasks) or 'no LaMP_<i> folders'})")
@@ -266,9 +260,13 @@ def _parse_id(path: Path, where: str, record: dict) -> str:
         f"(or integer). Give the record its id.")
 
 
-def _attach_golds(examples: list[LaMPExample], questions_path: Path, outputs_path: Path) -> None:
-    """Read the outputs file and set each example's gold output, checking both id sets match."""
-    golds = _read_golds(outputs_path)
+def _attach_golds(examples: list[LaMPExample], questions_path: Path, outputs_path: Path,
+                  task: str | None = None, labels: Sequence[str] | None = None) -> None:
+    """Read the outputs file and set each example's gold output, checking both id sets match
+    (and, with `labels`, that every gold is a label)."""
+    golds = _read_golds(outputs_path, task)
+    if labels is not None:
+        _check_labels(outputs_path, golds, task, labels)
     question_ids = {example.id for example in examples}
     missing = [example.id for example in examples if example.id not in golds]
     extra = [gold_id for gold_id in golds if gold_id not in question_ids]
@@ -280,6 +278,24 @@ def _attach_golds(examples: list[LaMPExample], questions_path: Path, outputs_pat
             f"Check that both files come from the same task and split.")
     for example in examples:
         example.output = golds[example.id]
+
+
+def _check_labels(path: Path, golds: dict[str, str], task: str | None, labels: Sequence[str]) -> None:
+    """Refuse golds outside a classification task's labels: the metrics would score them as
+    always wrong (and training would teach them), silently."""
+    allowed = set(labels)
+    bad = [(index, gold_id, output) for index, (gold_id, output) in enumerate(golds.items())
+           if output.strip() not in allowed]
+    if not bad:
+        return
+    index, gold_id, output = bad[0]
+    whose = f"{task}'s" if task else "the task's"
+    shown = ", ".join(map(repr, labels[:_SHOWN_LABELS])) + (", ..." if len(labels) > _SHOWN_LABELS else "")
+    others = f" ({len(bad)} golds in all, e.g. ids {_examples([b[1] for b in bad])})" if len(bad) > 1 else ""
+    raise LaMPFormatError(
+        f'{path}: gold #{index} (id {gold_id!r}): field "output" is {output!r}, which is not one of '
+        f"{whose} {len(labels)} labels ({shown}){others}. Check that the file belongs to {task or 'this task'} "
+        f"and was not edited; fix or remove that gold (with its question).")
 
 
 def _read_golds(path: Path, task: str | None = None) -> dict[str, str]:
@@ -294,8 +310,9 @@ def _read_golds(path: Path, task: str | None = None) -> dict[str, str]:
     if task is not None and "task" in document and \
             str(document["task"]).replace("-", "_") != official_task_name(task):
         raise LaMPFormatError(
-            f'{path}: field "task" is {document["task"]!r}, expected {official_task_name(task)!r}. '
-            f"Check that the file belongs to {task}.")
+            f'{path}: field "task" is {document["task"]!r}, expected {official_task_name(task)!r}: this '
+            f"outputs file belongs to another task. Put {task}'s own file there (re-download it), or, if "
+            f"only the field is wrong, set it to {official_task_name(task)!r}.")
     records = document["golds"]
     if not isinstance(records, list):
         raise LaMPFormatError(

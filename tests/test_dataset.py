@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from dataset.collate import Batch, LaMPDataset, collate, select_history
-from dataset.lamp import (LaMPExample, LaMPFormatError, load_split, read_lamp_split, split_paths,
-                          write_predictions)
+from dataset.lamp import LaMPExample, LaMPFormatError, load_split, read_lamp_split, write_predictions
+from dataset.layout import split_paths
 from dataset.tasks import TASKS, get_task, join_sentences
 
 FIELDS = ("title", "abstract")
@@ -183,6 +183,33 @@ def test_golds_not_matching_questions_report_both_sides(tmp_path):
     assert "dev_outputs.json" in message and "dev_questions.json" in message and "golds" in message
     assert "5 question id(s) have no gold (e.g. '0', '1', '2')" in message
     assert "10 gold id(s) have no question (e.g. '10', '11', '12')" in message
+
+
+def test_gold_outside_the_labels_is_refused_with_file_record_and_advice(tmp_path):
+    golds = [{"id": "1", "output": "[1]"}, {"id": "2", "output": " [2] "}, {"id": "3", "output": "[3]"},
+             {"id": "4", "output": "2"}]
+    write_split(tmp_path / "LaMP_1", "dev", [question(str(i)) for i in range(1, 5)], golds)
+    with pytest.raises(LaMPFormatError) as error:
+        load_split(tmp_path, "LaMP-1", "dev", FIELDS, labels=get_task("LaMP-1").labels)
+    message = str(error.value)
+    assert "dev_outputs.json: gold #2 (id '3')" in message  # " [2] " is a label once stripped, as scored
+    assert "'[3]', which is not one of LaMP-1's 2 labels ('[1]', '[2]') (2 golds in all, e.g. ids '3', '4')" \
+        in message
+    assert "fix or remove that gold" in message
+    # Without labels (a free-text task) any string is a gold.
+    assert [e.output for e in load_split(tmp_path, "LaMP-1", "dev", FIELDS)][2] == "[3]"
+
+
+def test_outputs_file_of_another_task_is_refused(tmp_path):
+    _, outputs = write_split(tmp_path / "LaMP_1", "dev", [question("1")], [{"id": "1", "output": "[1]"}])
+    write_json(outputs, {"task": "LaMP_2", "golds": [{"id": "1", "output": "[1]"}]})
+    with pytest.raises(LaMPFormatError) as error:
+        load_split(tmp_path, "LaMP-1", "dev", FIELDS)
+    message = str(error.value)
+    assert "LaMP_1/dev_outputs.json: field \"task\" is 'LaMP_2', expected 'LaMP_1'" in message
+    assert "belongs to another task" in message and "re-download" in message
+    write_json(outputs, {"golds": [{"id": "1", "output": "[1]"}]})  # no "task" field: other tools omit it
+    assert load_split(tmp_path, "LaMP-1", "dev", FIELDS)[0].output == "[1]"
 
 
 def test_missing_file_lists_folder(tmp_path):

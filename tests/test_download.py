@@ -12,6 +12,7 @@ import pytest
 from dataset.download import (DownloadError, download_lamp, lamp_files, main, partial_path, remote_url,
                               validate_lamp_json)
 from dataset.lamp import LaMPFormatError, check_split_files, load_split
+from dataset.layout import split_paths
 
 FAST = {"retries": 2, "backoff": 0.001, "timeout": 5.0, "progress": False}
 SPLITS = ("train", "dev", "test")
@@ -340,6 +341,60 @@ def test_missing_time_split_task_gives_the_time_command(tmp_path):
     assert "LaMP_5/train_outputs.json" in message  # every missing file is named, not just the first
     assert "LaMP-6 data is not public" in message
     assert "LaMP_2/ (nothing)" in message
+
+
+# --- LaMP's own server layout, copied by hand ----------------------------------------------------------
+
+
+def server_tree(root: Path, prefix: str = "") -> Path:
+    """The files of official_files() on disk exactly as LaMP's server holds them."""
+    for relative, body in official_files(prefix).items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(body)
+    return root
+
+
+@pytest.mark.parametrize("split_kind", ["user", "time"])
+def test_the_servers_layout_reads_like_the_downloaders(server, tmp_path, split_kind):
+    prefix = "time/" if split_kind == "time" else ""
+    hand = server_tree(tmp_path / "by-hand", prefix) / prefix
+    download_lamp(["LaMP-1", "LaMP-2"], tmp_path / "downloaded", split_kind, base_url=server.base_url, **FAST)
+    downloaded = tmp_path / "downloaded" / prefix
+    check_split_files(hand, ["LaMP-1", "LaMP-2"], "train")
+    for task in ("LaMP-1", "LaMP-2"):
+        for split in SPLITS:
+            assert load_split(hand, task, split) == load_split(downloaded, task, split)
+    assert split_paths(hand, "LaMP-2", "dev")[1] == hand / "LaMP_2" / "new" / "dev" / "dev_outputs.json"
+    assert split_paths(hand, "LaMP-1", "test")[0] == hand / "LaMP_1" / "test" / "test_questions.json"
+
+
+def test_the_retired_lamp2_beside_new_is_never_read(tmp_path):
+    retired = tmp_path / "LaMP_2" / "dev"  # news categorization, the folder above new/
+    retired.mkdir(parents=True)
+    questions, outputs = lamp2_split("dev")
+    (retired / "dev_questions.json").write_bytes(encode(questions))
+    (retired / "dev_outputs.json").write_bytes(encode(outputs))
+    with pytest.raises(LaMPFormatError) as error:
+        load_split(tmp_path, "LaMP-2", "dev")
+    message = str(error.value)
+    assert "LaMP_2/dev_questions.json: file not found" in message
+    assert "LaMP_<i>/{split}/{split}_questions.json (LaMP-2 under LaMP_2/new/)" in message
+    assert f"python -m dataset.download --tasks LaMP-2 --split user --out {tmp_path}" in message
+
+
+def test_a_server_layout_missing_its_outputs_names_that_file(tmp_path):
+    server_tree(tmp_path)
+    (tmp_path / "LaMP_1" / "dev" / "dev_outputs.json").unlink()
+    with pytest.raises(LaMPFormatError, match=r"LaMP_1/dev/dev_outputs.json: file not found"):
+        check_split_files(tmp_path, ["LaMP-1", "LaMP-2"], "dev")
+
+
+def test_the_downloader_writes_its_own_layout_beside_a_server_tree(server, tmp_path):
+    server_tree(tmp_path)
+    download_lamp(["LaMP-1"], tmp_path, "user", ["dev"], base_url=server.base_url, **FAST)
+    assert (tmp_path / "LaMP_1" / "dev_outputs.json").is_file()
+    # Both layouts there: the flattened one is read.
+    assert split_paths(tmp_path, "LaMP-1", "dev")[0] == tmp_path / "LaMP_1" / "dev_questions.json"
 
 
 def test_test_split_needs_questions_only(tmp_path):

@@ -148,6 +148,12 @@ BAD_INPUTS = {
     "question and gold ids do not match": lambda s: (
         [f"--data_dir={s.edited_data('dev_outputs.json', lambda d: d['golds'][0].update(id='999999'))}"], 1,
         ["dev_outputs.json", '"golds"', "have no gold", "'999999'", "same task and split"]),
+    "gold outside the task's labels": lambda s: (
+        [f"--data_dir={s.edited_data('dev_outputs.json', lambda d: d['golds'][1].update(output='[3]'))}"], 1,
+        ["dev_outputs.json", "gold #1", "'[3]', which is not one of LaMP-1's 2 labels", "fix or remove that gold"]),
+    "outputs file of another task": lambda s: (
+        [f"--data_dir={s.edited_data('dev_outputs.json', lambda d: d.update(task='LaMP_2'))}"], 1,
+        ["LaMP_1/dev_outputs.json", "field \"task\" is 'LaMP_2', expected 'LaMP_1'", "re-download it"]),
     "empty profile": lambda s: (
         [f"--data_dir={s.edited_data('train_questions.json', lambda q: q[0].update(profile=[]))}"], 1,
         ["train_questions.json", "record #0", '"profile" is empty', "restore its profile"]),

@@ -150,7 +150,7 @@ def load_datasets(cfg, split: str, limit: int = 0) -> dict[str, tuple[LaMPDatase
     out = {}
     for name in cfg.tasks:
         task = get_task(name)
-        examples = load_split(root, name, split, task.profile_fields)
+        examples = load_split(root, name, split, task.profile_fields, task.labels)
         if limit:
             examples = examples[:limit]
         golds = {e.id: e.output for e in examples if e.output is not None}
