@@ -42,6 +42,7 @@ def header_defaults() -> dict:
 
 def main(argv: list[str]) -> int:
     from trainers import config as config_lib
+    from trainers.preflight import preflight
 
     if "--help" in argv or "-h" in argv:
         print(__doc__)
@@ -51,6 +52,7 @@ def main(argv: list[str]) -> int:
     try:
         config_file, overrides = config_lib.parse_overrides(argv)
         cfg = config_lib.resolve_config(header_defaults(), config_file, overrides)
+        preflight(cfg)
     except config_lib.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -26,8 +26,11 @@ def default_config(settings: list[str]) -> config_lib.TrainConfig:
     """What `python train.py` runs given the same `--config FILE` and `--key=value` settings:
     train.py's defaults (with none given, the embedded default), the file, then the settings."""
     import train  # the editable defaults at the top of train.py
+    from trainers.preflight import preflight
     config_file, overrides = config_lib.parse_overrides(settings)
-    return config_lib.resolve_config(train.header_defaults(), config_file, overrides)
+    cfg = config_lib.resolve_config(train.header_defaults(), config_file, overrides)
+    preflight(cfg)
+    return cfg
 
 
 def autocast(cfg: config_lib.TrainConfig, device: torch.device):

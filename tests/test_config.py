@@ -6,6 +6,7 @@ import json
 import pytest
 
 from trainers import config as config_lib
+from trainers.preflight import preflight
 import train
 
 
@@ -38,8 +39,12 @@ def test_every_problem_is_reported_at_once():
 def test_eval_only_needs_a_checkpoint_and_paths_must_exist(tmp_path):
     with pytest.raises(config_lib.ConfigError, match="resume_from"):
         config_lib.resolve_config(None, None, {"mode": "eval_only"})
-    with pytest.raises(config_lib.ConfigError, match="data_dir"):
-        config_lib.resolve_config(None, None, {"data_dir": str(tmp_path / "nowhere")})
+    # Settings validate themselves; what needs the disk is the pre-flight step's.
+    cfg = config_lib.resolve_config(None, None, {"data_dir": str(tmp_path / "nowhere"),
+                                                 "resume_from": str(tmp_path / "no-run")})
+    with pytest.raises(config_lib.ConfigError) as info:
+        preflight(cfg)
+    assert "data_dir" in str(info.value) and "resume_from" in str(info.value)
 
 
 def test_bad_yaml_files_name_the_file(tmp_path):

@@ -186,6 +186,8 @@ BAD_INPUTS = {
          "--resume_from=", "step-00000001"]),
     "checkpoint with malformed state.json": lambda s: (
         [f"--resume_from={_bad_state_json(s)}"], 2, ["state.json is not valid UTF-8 JSON", "step-00000001"]),
+    "qformer_heads that do not divide the encoder width": lambda s: (
+        ["--qformer_heads=7"], 2, ["qformer_heads: 7 does not divide the width 32", "use one of 1, 2, 4, 8"]),
     "resume_from that does not exist": lambda s: (
         [f"--resume_from={s.tmp / 'saved' / 'no-such-run'}"], 2, ["resume_from", "no-such-run", "does not exist"]),
     "run_name of a finished run, not resumed": lambda s: (

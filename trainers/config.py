@@ -2,7 +2,9 @@
 
 Every field carries a docstring (litgpt style). `resolve_config` merges the layers and
 `validate` reports every problem at once, so a researcher fixes a config in one go.
-The resolved config is saved with every run as config.json.
+Settings are checked on their own here; what needs the disk (data, checkpoint, run folder,
+model widths) is checked by trainers.preflight. The resolved config is saved with every
+run as config.json.
 """
 
 from __future__ import annotations
@@ -295,18 +297,23 @@ def resolve_config(defaults: dict | None = None, config_file: str | None = None,
     problems += find_problems(cfg)
     problems += launch_problems(cfg, os.environ if environ is None else environ)
     if problems:
-        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        raise ConfigError(problem_report(problems))
     return cfg
+
+
+def problem_report(problems: list[str]) -> str:
+    return "invalid configuration:\n  - " + "\n  - ".join(problems)
 
 
 def validate(cfg: TrainConfig) -> None:
     """Raise one ConfigError listing every problem of `cfg`."""
     problems = find_problems(cfg)
     if problems:
-        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        raise ConfigError(problem_report(problems))
 
 
 def find_problems(cfg: TrainConfig) -> list[str]:
+    """What is wrong with the settings themselves; what needs the disk is trainers.preflight's."""
     p: list[str] = []
 
     def need(ok: bool, message: str) -> None:
@@ -347,14 +354,6 @@ def find_problems(cfg: TrainConfig) -> list[str]:
          f"inference_queries: {rule!r} must be 'all', 'history' or a number >= 1")
     need(cfg.inference_queries != "history" or cfg.nested_queries,
          "inference_queries: 'history' picks a different prefix per example; train with nested_queries=true")
-    if cfg.data_dir != "embedded":
-        need(Path(cfg.data_dir).is_dir(), f"data_dir: {cfg.data_dir} is not a folder; download LaMP there or use 'embedded'")
-    if cfg.resume_from:
-        need(Path(cfg.resume_from).exists(), f"resume_from: {cfg.resume_from} does not exist")
-        if Path(cfg.resume_from).exists():
-            from trainers.checkpoint import checkpoint_problems  # imported late: it imports this module
-            p += [f"resume_from: {problem}" for problem in checkpoint_problems(cfg.resume_from, cfg)]
-    p += run_folder_problems(cfg)
     return p
 
 
@@ -370,19 +369,6 @@ def task_problems(tasks: list[str]) -> list[str]:
         return []
     return [f"tasks: unknown task(s) {', '.join(map(repr, unknown))}; known tasks: {', '.join(sorted(TASKS))} "
             "(e.g. --tasks=LaMP-1,LaMP-3)"]
-
-
-def run_folder_problems(cfg: TrainConfig) -> list[str]:
-    """A new run must not write into a folder that holds another run's results or checkpoints."""
-    if not cfg.run_name or (cfg.resume_from and cfg.mode != "eval_only"):
-        return []  # a timestamped name is new; a resumed run continues its own folder
-    folder = Path(cfg.out_dir) / cfg.run_name
-    results = ["checkpoints", "metrics.json", "metrics_history.json"]
-    found = [name for name in results if (folder / name).exists()]
-    if not found:
-        return []
-    return [f"run_name: {folder} already holds a run ({', '.join(found)}); continue it with "
-            f"--resume_from={folder}, or choose another run_name so nothing saved is overwritten"]
 
 
 # Accelerate passes a DeepSpeed setup to each process in these variables (accelerate launch

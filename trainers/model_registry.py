@@ -224,6 +224,13 @@ def resolve_model_path(name: str, cache_dir: str | Path) -> Path:
     return _resolve_hub_name(name)
 
 
+def model_width(name: str, cache_dir: str | Path) -> int:
+    """The hidden width a model's config.json declares, read without loading any weights."""
+    path = resolve_model_path(name, cache_dir)
+    with _refused_loads(path):
+        return AutoConfig.from_pretrained(path, local_files_only=True).hidden_size
+
+
 def default_pooling(name: str) -> str:
     """Sentence-embedding pooling a model was trained with: "mean" or "cls"."""
     alias = name.strip().lower()
