@@ -1,7 +1,10 @@
-"""Crash-safe file writing: readers see either the old file or the complete new one."""
+"""Crash-safe file writing: readers see either the old file or the complete new one, and
+what is written once into a shared folder has one writer among processes and runs."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
 from pathlib import Path
@@ -42,3 +45,28 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def writer_lock(lock_file: str | os.PathLike, waiting: str = ""):
+    """Hold an exclusive flock on `lock_file` (created if missing) for the `with` block.
+
+    Processes of one run and concurrent runs on the same machine or shared filesystem take
+    turns: a second caller blocks until the first leaves the block, and must then look
+    again at what the first wrote. The kernel drops the lock when its holder dies, even
+    by SIGKILL, so a crashed writer never leaves it held. `waiting`, if given, is printed
+    when the lock is busy.
+    """
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                print(waiting, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

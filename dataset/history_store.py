@@ -25,7 +25,6 @@ the other wrote.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from dataset.atomic import writer_lock
 
 # Part of every identity: a change of the layout above opens new folders.
 FORMAT_VERSION = 1
@@ -209,17 +210,9 @@ class HistoryStore:
         if self.folder is None:
             yield
             return
-        with open(self.folder / ".lock", "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if announce:
-                    print(f"another process is writing the history store {self.folder}; waiting for it", flush=True)
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        waiting = f"another process is writing the history store {self.folder}; waiting for it"
+        with writer_lock(self.folder / ".lock", waiting if announce else ""):
+            yield
 
     def _add_part(self, keys: np.ndarray, rows: np.ndarray) -> None:
         """keys |S16 [N], rows float32 [N, H]; on disk only under the writer lock."""

@@ -16,6 +16,11 @@ TASKS = [(ensure_embedded_data, generate_embedded_lamp1, "LaMP-1", "LaMP_1", 200
 IDS = [task[2] for task in TASKS]
 
 
+def entries(folder):
+    """The names in `folder`, sorted, less the writer locks (dataset.atomic.writer_lock) that stay."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
 @pytest.mark.parametrize("ensure, generate, task, folder, n_dev, other", TASKS, ids=IDS)
 def test_ensure_generates_once(tmp_path, ensure, generate, task, folder, n_dev, other):
     out = tmp_path / "cache"
@@ -23,7 +28,7 @@ def test_ensure_generates_once(tmp_path, ensure, generate, task, folder, n_dev, 
     stamps = {name: (out / folder / name).stat().st_mtime_ns for name in EXPECTED_FILES}
     ensure(out, seed=0)
     assert {name: (out / folder / name).stat().st_mtime_ns for name in EXPECTED_FILES} == stamps
-    assert [p.name for p in out.iterdir()] == [folder]  # no staging folder left behind
+    assert entries(out) == [folder]  # no staging folder left behind
     assert len(load_split(out, task, "dev", get_task(task).profile_fields)) == n_dev
 
 
@@ -43,7 +48,7 @@ def test_ensure_repairs_incomplete_or_other_seed_or_version(tmp_path, ensure, ge
     (out / folder / "dev_questions.json").write_text("[]")
     ensure(out, seed=0)
     assert (out / folder / "dev_questions.json").read_bytes() == (reference / "dev_questions.json").read_bytes()
-    assert [p.name for p in out.iterdir()] == [folder]
+    assert entries(out) == [folder]
 
 
 @pytest.mark.parametrize("ensure, generate, task, folder, n_dev, other", TASKS, ids=IDS)
@@ -60,5 +65,5 @@ def test_ensure_leaves_other_tasks_alone(tmp_path, ensure, generate, task, folde
     (tmp_path / other).mkdir()
     (tmp_path / other / "dev_questions.json").write_text("[]")
     ensure(tmp_path, seed=0)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder, other])
+    assert entries(tmp_path) == sorted([folder, other])
     assert [p.name for p in (tmp_path / other).iterdir()] == ["dev_questions.json"]

@@ -290,19 +290,41 @@ def test_minilm_alias_embeds_to_384_dims(tmp_path: Path) -> None:
     assert emb[0] @ emb[1] > emb[0] @ emb[2]  # real weights, not random ones
 
 
-def test_gguf_conversion_loses_race_gracefully(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _convert_tiny_slowly(gguf_dir: Path, gguf_file: str, dest: Path) -> None:
+    """Stands in for the GGUF conversion: a tiny Llama written by save_pretrained, slowly
+    enough that a second process arrives while it is being written."""
+    from tiny_models import tiny_llama
+    with open(dest.parents[1] / "conversions.log", "a") as log:
+        log.write(f"{os.getpid()}\n")
+    model, tokenizer = tiny_llama()
+    model.save_pretrained(dest)
+    time.sleep(1.0)
+    tokenizer.save_pretrained(dest)
+
+
+def _load_smollm2_alias(cache: Path, out: Path) -> None:
+    model_registry._convert_gguf = _convert_tiny_slowly  # in the child only
+    model, _, kind = load_llm("smollm2-135m", cache)
+    out.write_text(json.dumps([kind, sum(p.numel() for p in model.parameters())]))
+
+
+def test_two_ranks_on_an_empty_cache_convert_once_and_both_load(tmp_path: Path) -> None:
+    import multiprocessing
     final = tmp_path / "models" / "smollm2-135m"
-
-    def fake_convert(gguf_dir: Path, gguf_file: str, dest: Path) -> None:
-        # Simulate another process finishing its rename while we were converting.
-        for folder in (dest, final):
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "config.json").write_text("{}")
-            (folder / "model.safetensors").write_bytes(b"x")
-
-    monkeypatch.setattr(model_registry, "_convert_gguf", fake_convert)
-    assert resolve_model_path("smollm2-135m", tmp_path) == final
-    assert sorted(p.name for p in final.parent.iterdir()) == ["smollm2-135m"]  # temp folder removed
+    final.parent.mkdir(parents=True)
+    (final.parent / ".smollm2-135m.tmp-dead").mkdir()  # left by a converter that was killed
+    context = multiprocessing.get_context("fork")
+    ranks = [context.Process(target=_load_smollm2_alias, args=(tmp_path, tmp_path / f"rank{i}.json")) for i in (0, 1)]
+    for rank in ranks:
+        rank.start()
+    for rank in ranks:
+        rank.join(timeout=120)
+        assert rank.exitcode == 0
+    assert len((tmp_path / "conversions.log").read_text().split()) == 1, "exactly one process converts"
+    loaded = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1)]
+    assert loaded[0] == loaded[1] and loaded[0][0] == "decoder"
+    # The folder is complete, and neither the dead writer's nor the winner's temporary folder is left.
+    assert sorted(p.name for p in final.parent.iterdir()) == [".smollm2-135m.lock", "smollm2-135m"]
 
 
 def test_smollm2_alias_converts_once_then_reuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -313,7 +335,7 @@ def test_smollm2_alias_converts_once_then_reuses(tmp_path: Path, monkeypatch: py
     assert kind == "decoder"
     assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
     assert "quantization_config" not in json.loads((folder / "config.json").read_text())
-    assert [p.name for p in folder.parent.iterdir()] == ["smollm2-135m"]  # no temp leftovers
+    assert sorted(p.name for p in folder.parent.iterdir()) == [".smollm2-135m.lock", "smollm2-135m"]  # no temp leftovers
     assert tokenizer.pad_token is not None
 
     # Dequantized weights must still be a working language model.

@@ -39,6 +39,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from dataset.atomic import writer_lock
+
 
 class ModelNotFoundError(ValueError):
     """A model name could not be resolved to local files that load safely."""
@@ -125,34 +127,44 @@ def _convert_gguf(gguf_dir: Path, gguf_file: str, dest: Path) -> None:
 
 
 def _converted_gguf_dir(alias: str, entry: EmbeddedModel, cache_dir: Path) -> Path:
-    """Return the converted folder for a GGUF alias, converting it once if needed."""
+    """Return the converted folder for a GGUF alias, converting it once if needed.
+
+    One process converts; the others (every rank of a first multi-process run, or another
+    run on the same cache) wait for the writer lock and then find the folder complete.
+    """
     final = cache_dir / "models" / alias
-    if final.is_dir():
-        if _is_complete_model_dir(final):
+    if _is_complete_model_dir(final):
+        return final
+    _refuse_partial(final, alias)
+    gguf_dir = _package_dir(entry)
+    waiting = f"another process is converting '{alias}' into {final}; waiting for it"
+    with writer_lock(final.parent / f".{alias}.lock", waiting):
+        if _is_complete_model_dir(final):  # converted by the process this one waited for
             return final
-        # Our own writes are atomic, so a partial folder came from elsewhere;
-        # refuse rather than silently delete something we did not create.
+        _refuse_partial(final, alias)
+        # Under the lock, a temporary folder can only be left by a writer that died.
+        for leftover in final.parent.glob(f".{alias}.tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        # Convert into a private temp folder next to the target, then rename it in
+        # one step: a crash never leaves a half-written model under the real name.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{alias}.tmp-", dir=final.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp is owner-only; the renamed folder should not be
+        try:
+            _convert_gguf(gguf_dir, entry.gguf_file or "", tmp)
+            os.rename(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _refuse_partial(final: Path, alias: str) -> None:
+    # Our own writes are atomic, so a partial folder came from elsewhere;
+    # refuse rather than silently delete something we did not create.
+    if final.exists():
         raise ModelNotFoundError(
             f"'{final}' exists but is not a complete model folder; delete it so "
             f"'{alias}' can be converted again."
         )
-    gguf_dir = _package_dir(entry)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # Convert into a private temp folder next to the target, then rename it in
-    # one step: a crash never leaves a half-written model under the real name.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{alias}.tmp-", dir=final.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp is owner-only; the renamed folder should not be
-    try:
-        _convert_gguf(gguf_dir, entry.gguf_file or "", tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            # Another process renamed its conversion first; use that one.
-            if not _is_complete_model_dir(final):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
 
 
 def _looks_like_path(name: str) -> bool:

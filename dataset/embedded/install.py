@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
-from dataset.atomic import atomic_write_text
+from dataset.atomic import atomic_write_text, writer_lock
 
 MARKER = "embedded.json"  # written next to the data; records how it was generated
 SPLITS = ("train", "dev", "test")
@@ -75,21 +75,20 @@ def ensure_generated(out_dir: str | os.PathLike, task_folder: str, marker: dict,
     folder = out_dir / task_folder
     if is_current(folder, marker):
         return out_dir
-    if folder.exists() and not (folder / MARKER).is_file():
-        raise FileExistsError(f"{folder} exists but was not made by the embedded generator; refusing to "
-                              f"overwrite it. Move it away or choose another folder for the embedded task.")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".embedded-", dir=out_dir))
-    try:
-        generate(staging)
-        if folder.exists():
-            os.replace(folder, staging / "stale")  # removed with the staging folder
+    # One writer: the other ranks of a first multi-process run (and other runs on the same
+    # cache) wait here, then find the folder current.
+    with writer_lock(out_dir / f".{task_folder}.lock"):
+        if is_current(folder, marker):
+            return out_dir
+        if folder.exists() and not (folder / MARKER).is_file():
+            raise FileExistsError(f"{folder} exists but was not made by the embedded generator; refusing to "
+                                  f"overwrite it. Move it away or choose another folder for the embedded task.")
+        staging = Path(tempfile.mkdtemp(prefix=".embedded-", dir=out_dir))
         try:
+            generate(staging)
+            if folder.exists():
+                os.replace(folder, staging / "stale")  # removed with the staging folder
             os.replace(staging / task_folder, folder)
-        except OSError:
-            # A concurrent caller installed its copy first; the same marker means the same data.
-            if not is_current(folder, marker):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return out_dir
