@@ -30,7 +30,7 @@ import torch
 
 from bench.common import Clock, default_config, each_first_in_turn, machine_info, write_report
 from dataset.collate import collate
-from trainers.builder import RagPrompter, build_model, load_datasets
+from trainers.builder import build_model, load_datasets, rag_prompter
 
 METHODS = ("none", "twin", "pplug", "rag")
 
@@ -39,7 +39,7 @@ def answer_fn(method: str, model, cfg, dataset, max_new_tokens: int):
     """-> (index -> answer callable, index -> LLM input tokens) for one method."""
     llm = model.llm
     if method == "rag":
-        prompter = RagPrompter(cfg, llm)
+        prompter = rag_prompter(cfg, llm.tokenizer)
         answer = lambda i: llm.generate(None, [prompter(dataset.task, dataset.examples[i])], max_new_tokens)  # noqa
         tokens = lambda i: llm.input_length(0, prompter(dataset.task, dataset.examples[i]))  # noqa: E731
         return answer, tokens

@@ -5,10 +5,11 @@ the history encoder, how a retriever gets a query from the question and a docume
 profile item, and which metrics score it. Nothing else (trainer, collator, evaluator)
 needs to change.
 
-The retrieval query and corpus follow LaMP's own retrieval code (`prompts/prompts.py`):
+The retrieval query and corpus follow LaMP's `*_query_corpus_maker` (`LaMP/prompts/prompts.py`):
 LaMP-1 queries with the two candidate titles, the other tasks with the text after the
 question's fixed instruction ("article:", "review:", ...), and each task's corpus joins
-the same profile fields LaMP's BM25/Contriever index.
+the same profile fields LaMP's BM25/Contriever index; `rag` writes them with the task's
+`create_*_prompt` template (RagFormat).
 """
 
 from __future__ import annotations
@@ -36,18 +37,26 @@ LAMP3_SCORES: tuple[str, ...] = ("1", "2", "3", "4", "5")
 
 @dataclass(frozen=True)
 class RagFormat:
-    """How LaMP's retrieval prompts (`LaMP/prompts/prompts.py`) write profile items.
+    """How LaMP's `create_*_prompt` (`LaMP/prompts/prompts.py`) writes retrieved items.
 
-    Each retrieved item becomes `item` filled from its fields, with the `shorten` field
-    cut to fit the token budget; items are joined by ", and ". `placement` puts them in
-    the question: "after_title" inserts them right after the word "title" (LaMP-1),
-    "before" writes "<items><lead><question>".
+    Each item becomes `item` filled from its fields, with the `shorten` field cut to the
+    item's share of the budget; items are joined by ", and ". The share is LaMP's
+    arithmetic (dataset/retrieval.py): the budget, less `spare` tokens, less 2 per joiner,
+    less the tokens of `reserve`, split evenly; an item's field gets its share less the
+    item's fixed cost, `frame`: the tokens of that template filled from the item (LaMP
+    measures the item with a blank in place of the cut field, in its own words, which are
+    not always `item`'s), or a fixed count (LaMP-1 counts 2 for the quotes).
+    `placement` puts the items in the question: "after_title" right after the word "title"
+    (LaMP-1), "before" writes "<items><lead><question>".
     """
 
     item: str  # e.g. '"{title}" is the title for "{text}" '
-    shorten: str  # the field that is truncated to the budget
+    shorten: str  # the field that is cut to the budget
+    frame: str | int  # e.g. '"{title}" is the title for " " ', or 2
     placement: str = "before"  # "before" | "after_title"
     lead: str = ". "  # between the items and the question (placement "before")
+    reserve: str = ""  # text whose tokens LaMP takes off the items' budget (LaMP-5, LaMP-7)
+    spare: int = 1  # tokens LaMP keeps back from the items' budget (none for LaMP-1)
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,9 @@ class TaskSpec:
         bad_kinds = [kind for _, kind in self.numeric_fields if kind not in NUMERIC_KINDS]
         if bad_kinds:
             raise ValueError(f"TaskSpec {self.name}: numeric kinds {bad_kinds} are not among {NUMERIC_KINDS}")
-        rag_fields = {name for _, name, _, _ in string.Formatter().parse(self.rag.item) if name} | {self.rag.shorten}
+        templates = [self.rag.item] + ([self.rag.frame] if isinstance(self.rag.frame, str) else [])
+        rag_fields = {name for text in templates for _, name, _, _ in string.Formatter().parse(text) if name}
+        rag_fields |= {self.rag.shorten}
         if not rag_fields <= set(self.profile_fields):
             raise ValueError(f"TaskSpec {self.name}: the rag format uses fields {sorted(rag_fields)}, but "
                              f"profile_fields is {self.profile_fields}")
@@ -199,7 +210,7 @@ TASKS: dict[str, TaskSpec] = {
             render_profile_item=_lamp1_profile_text,
             corpus_fields=("title", "abstract"),
             extract_query=_lamp1_query,
-            rag=RagFormat('"{title}"', "title", placement="after_title"),
+            rag=RagFormat('"{title}"', "title", frame=2, placement="after_title", spare=0),
             numeric_fields=_DATED,
         ),
         TaskSpec(
@@ -212,7 +223,8 @@ TASKS: dict[str, TaskSpec] = {
             # The tag is left out of the corpus: the query (a plot) has no tag to match.
             corpus_fields=("description",),
             extract_query=text_after("description:"),
-            rag=RagFormat('the tag for the movie: "{description}" is "{tag}" ', "description"),
+            rag=RagFormat('the tag for the movie: "{description}" is "{tag}" ', "description",
+                          frame='the tag for the movie: " " is "{tag}" '),
             numeric_fields=_DATED,
         ),
         TaskSpec(
@@ -224,7 +236,7 @@ TASKS: dict[str, TaskSpec] = {
             render_profile_item=_lamp3_profile_text,
             corpus_fields=("text",),
             extract_query=text_after("review:"),
-            rag=RagFormat('{score} is the score for "{text}" ', "text"),
+            rag=RagFormat('{score} is the score for "{text}" ', "text", frame='{score} is the score for " " '),
             numeric_fields=(("score", "rating"), *_DATED),
         ),
         TaskSpec(
@@ -236,7 +248,7 @@ TASKS: dict[str, TaskSpec] = {
             render_profile_item=_titled_text_profile_text,
             corpus_fields=("title", "text"),
             extract_query=text_after("article:"),
-            rag=RagFormat('"{title}" is the title for "{text}" ', "text"),
+            rag=RagFormat('"{title}" is the title for "{text}" ', "text", frame='"{title}" is the title for " " '),
             numeric_fields=_DATED,
         ),
         TaskSpec(
@@ -248,7 +260,9 @@ TASKS: dict[str, TaskSpec] = {
             render_profile_item=_lamp5_profile_text,
             corpus_fields=("title", "abstract"),
             extract_query=text_after("paper:"),
-            rag=RagFormat('"{title}" is a title for "{abstract}" ', "abstract", lead=". Following the given patterns "),
+            # LaMP measures the frame without the "for" it writes.
+            rag=RagFormat('"{title}" is a title for "{abstract}" ', "abstract", frame='"{title}" is a title " " ',
+                          lead=". Following the given patterns ", reserve="Following the given patterns"),
             numeric_fields=_DATED,
         ),
         TaskSpec(
@@ -260,7 +274,7 @@ TASKS: dict[str, TaskSpec] = {
             render_profile_item=_titled_text_profile_text,
             corpus_fields=("text",),  # LaMP's retriever indexes the email bodies only
             extract_query=text_after(":"),
-            rag=RagFormat('"{title}" is the title for "{text}" ', "text"),
+            rag=RagFormat('"{title}" is the title for "{text}" ', "text", frame='"{title}" is the title for " " '),
             numeric_fields=_DATED,
         ),
         TaskSpec(
@@ -272,7 +286,9 @@ TASKS: dict[str, TaskSpec] = {
             render_profile_item=_lamp7_profile_text,
             corpus_fields=("text",),
             extract_query=text_after(":"),
-            rag=RagFormat('"{text}" ', "text", lead=" are written by a person. Following the given patterns "),
+            # LaMP reserves the tokens of "by user" but writes "by a person".
+            rag=RagFormat('"{text}" ', "text", frame='"" ', lead=" are written by a person. Following the given patterns ",
+                          reserve="are written by user. Following the given patterns"),
             numeric_fields=_DATED,
         ),
     )

@@ -7,8 +7,6 @@ import pytest
 import torch
 
 from model import NoPersonalization, PromptTuning
-from dataset.retrieval import bm25_ranking, dense_ranking, rag_prompt
-from dataset.tasks import get_task
 from model import BehavioralEncoder, FrozenLLM, InputEncoder
 from pplug import HistoryDropAugmented, PPlug, pplug_query
 from test_model import HISTORY, INPUTS, TARGETS, build_twin
@@ -107,47 +105,6 @@ def test_pplug_augmentation_drops_history_deterministically():
         kept = augmented[i].history
         assert 5 <= len(kept) <= 9 and kept == sorted(kept, key=items[0].history.index)
         assert augmented[i].history == HistoryDropAugmented(items, copies=3, seed=0)[i].history
-
-
-PROFILE = [
-    {"title": "Galaxy cluster lensing maps", "abstract": "We map dark matter with weak lensing. " * 20},
-    {"title": "Query optimization with learned cost models", "abstract": "Databases need plans. " * 20},
-    {"title": "Robot grasping from tactile sensing", "abstract": "Robots pick objects. " * 20},
-    {"title": "Learned indexes for database query engines", "abstract": "Query engines and indexes. " * 20},
-]
-LAMP1_QUESTION = ('For an author who has written the paper with the title "A survey", which reference is related? '
-                  'Just answer with [1] or [2] without explanation. [1]: "Cardinality estimation for database '
-                  'query plans" [2]: "Protein folding kinetics"')
-
-
-def test_bm25_picks_the_items_that_share_the_candidates_words():
-    task = get_task("LaMP-1")
-    ranking = bm25_ranking(task.retrieval_query(LAMP1_QUESTION), [task.retrieval_text(p) for p in PROFILE])
-    assert set(ranking[:2]) == {1, 3} and sorted(ranking) == [0, 1, 2, 3]
-    assert bm25_ranking("zebra", ["apples bananas", "cherries dates"]) == [0, 1], "no match: profile order"
-    assert bm25_ranking("zebra", ["a b", "c d"]) == [0, 1], "nothing indexable: profile order"
-    assert dense_ranking(torch.tensor([1.0, 0.0]), torch.tensor([[0.0, 1.0], [2.0, 0.1]])) == [1, 0]
-
-
-@pytest.mark.parametrize("budget", [40, 160, 256])
-def test_rag_prompt_fits_the_budget_and_follows_lamp(budget):
-    _, tok = tiny_llama()
-    count = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    decode = lambda ids: tok.decode(ids, skip_special_tokens=True)  # noqa: E731
-    lamp1 = rag_prompt(get_task("LaMP-1"), LAMP1_QUESTION, PROFILE, count, decode, budget)
-    question_tokens = len(count(LAMP1_QUESTION))
-    assert len(count(lamp1)) <= max(budget, question_tokens)
-    if question_tokens >= budget:  # no room left: the bare question
-        assert lamp1 == LAMP1_QUESTION
-        return
-    assert lamp1.startswith('For an author who has written the paper with the title, and "')
-    assert lamp1.endswith(LAMP1_QUESTION[LAMP1_QUESTION.index("title") + 5:])
-    tweets = [{"text": "so happy today!!! " * 30}, {"text": "coffee first " * 30}]
-    question = "Paraphrase the following tweet without any explanation before or after it: I like tea"
-    lamp7 = rag_prompt(get_task("LaMP-7"), question, tweets, count, decode, budget)
-    assert len(count(lamp7)) <= budget and lamp7.endswith(" are written by a person. Following the given "
-                                                          "patterns " + question)
-    assert rag_prompt(get_task("LaMP-7"), question, [], count, decode, budget) == question
 
 
 def test_significance_tests():

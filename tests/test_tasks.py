@@ -148,8 +148,8 @@ def test_spec_rejects_corpus_field_the_loader_does_not_check():
     with pytest.raises(ValueError, match="corpus_fields.*'body'"):
         TaskSpec(name="LaMP-X", labels=None, profile_fields=("text",), metrics=("rouge-1",),
                  max_new_tokens=8, render_profile_item=str, corpus_fields=("body",),
-                 extract_query=str.strip, rag=RagFormat('"{text}"', "text"))
+                 extract_query=str.strip, rag=RagFormat('"{text}"', "text", frame=2))
     with pytest.raises(ValueError, match="max_new_tokens"):
         TaskSpec(name="LaMP-X", labels=None, profile_fields=("text",), metrics=("rouge-1",),
                  max_new_tokens=0, render_profile_item=str, corpus_fields=("text",),
-                 extract_query=str.strip, rag=RagFormat('"{text}"', "text"))
+                 extract_query=str.strip, rag=RagFormat('"{text}"', "text", frame=2))

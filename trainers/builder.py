@@ -10,11 +10,11 @@ from tqdm.auto import tqdm
 
 from trainers import model_registry
 from model import NoPersonalization, PromptTuning
-from dataset.collate import LaMPDataset, select_history
+from dataset.collate import LaMPDataset
 from dataset.embedded.lamp1 import ensure_embedded_data
 from dataset.embedded.lamp7 import ensure_embedded_lamp7
 from dataset.lamp import check_split_files, load_split
-from dataset.retrieval import bm25_ranking, dense_ranking, rag_prompt
+from dataset.retrieval import RagPrompter
 from dataset.tasks import get_task
 from dataset.embedded.lamp3 import ensure_embedded_lamp3
 from dataset.numeric import NUM_FEATURES
@@ -89,31 +89,15 @@ def build_model(cfg) -> PersonalizedLLM:
                           task_labels={t: get_task(t).labels for t in cfg.tasks})
 
 
-class RagPrompter:
-    """question -> the `rag` baseline's input: its user's top `rag_k` items written in."""
-
-    def __init__(self, cfg, llm: FrozenLLM):
-        self.cfg = cfg
-        tokenizer = llm.tokenizer
-        self.count = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
-        self.decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
-        self.encoder = build_history_encoder(cfg) if cfg.retriever == "dense" else None
-
-    def __call__(self, task, example) -> str:
-        profile = select_history(example.profile, self.cfg.max_history)
-        query, documents = task.retrieval_query(example.input), [task.retrieval_text(p) for p in profile]
-        if self.encoder is None:
-            ranking = bm25_ranking(query, documents)
-        else:
-            vectors = self.encoder.encode_texts([query] + documents)  # [1 + N, H]
-            ranking = dense_ranking(vectors[0], vectors[1:])
-        top = [profile[i] for i in ranking[:self.cfg.rag_k]]
-        return rag_prompt(task, example.input, top, self.count, self.decode, self.cfg.max_input_tokens)
+def rag_prompter(cfg, tokenizer) -> RagPrompter:
+    """The `rag` baseline's prompt writer for `cfg`; tokenizer: the LLM's."""
+    encoder = build_history_encoder(cfg) if cfg.retriever == "dense" else None
+    return RagPrompter(tokenizer, cfg.rag_k, cfg.max_input_tokens, encoder)
 
 
 def retrieval_augmented(cfg, sets: dict, llm: FrozenLLM) -> dict:
     """The `rag` baseline's data: each question rewritten with its user's top `rag_k` items."""
-    prompter = RagPrompter(cfg, llm)
+    prompter = rag_prompter(cfg, llm.tokenizer)
     out = {}
     for name, (dataset, golds) in sets.items():
         examples = [dataclasses.replace(example, input=prompter(dataset.task, example))
