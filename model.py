@@ -21,6 +21,7 @@ from transformers import DynamicCache
 from dataset.numeric import NUM_FEATURES
 from dataset.history_store import HistoryStore, micro_batches
 from dataset.memory import HistoryMemory, query_texts
+from trainers.config import InputOutput, Pooling, PromptPosition, QFormerInit, check_choice
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -38,14 +39,13 @@ def count_parameters(module: nn.Module) -> tuple[int, int]:
     return trainable, frozen
 
 
-def pool(states: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+def pool(states: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
     """states [N, T, H], mask [N, T] -> [N, H]."""
+    check_choice("pooling", pooling, Pooling)
     if pooling == "cls":
         return states[:, 0]
-    if pooling == "mean":
-        weights = mask.unsqueeze(-1).to(states.dtype)
-        return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-    raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
 def transformer_layers(backbone: nn.Module) -> nn.ModuleList:
@@ -154,10 +154,9 @@ class InputEncoder(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, tokenizer, tune_layers: int, max_length: int,
-                 pooling: str = "mean", output: str = "tokens"):
+                 pooling: Pooling = "mean", output: InputOutput = "tokens"):
         super().__init__()
-        if output not in ("tokens", "pooled"):
-            raise ValueError(f"input encoder output must be 'tokens' or 'pooled', got {output!r}")
+        check_choice("input_output", output, InputOutput)
         self.backbone = freeze(backbone)
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -272,11 +271,10 @@ class QFormer(nn.Module):
     """
 
     def __init__(self, hidden: int, num_queries: int = 8, num_layers: int = 2, heads: int = 8,
-                 dropout: float = 0.1, norm_first: bool = False, init: str = "aligned",
+                 dropout: float = 0.1, norm_first: bool = False, init: QFormerInit = "aligned",
                  numeric_features: int = 0, causal_queries: bool = False):
         super().__init__()
-        if init not in ("aligned", "random"):
-            raise ValueError(f"Q-Former init must be 'aligned' or 'random', got {init!r}")
+        check_choice("qformer_init", init, QFormerInit)
         self.query_tokens = nn.Parameter(torch.randn(1, num_queries, hidden) * 0.02)  # BLIP-2 init
         # History embeddings and encoder states come at their encoder's own scale; a norm
         # on the way in makes the attention logits independent of it.
@@ -365,9 +363,6 @@ class PromptProjection(nn.Module):
 
 # ----------------------------------------------------------------------------- frozen LLM
 
-PROMPT_POSITIONS = ("before_input", "after_input")
-
-
 def _dense_rows(head: nn.Module, args: tuple) -> tuple | None:
     """LM-head pre-hook. Generation gives the head the last prefill position as a [B, 1, D]
     slice whose batch stride is still the whole sequence's; for such an input torch's matmul
@@ -400,12 +395,12 @@ class FrozenLLM(nn.Module):
     """
 
     def __init__(self, model: nn.Module, tokenizer, kind: str, instruction: str,
-                 max_input_tokens: int = 256, max_target_tokens: int = 64, prompt_position: str = "before_input"):
+                 max_input_tokens: int = 256, max_target_tokens: int = 64,
+                 prompt_position: PromptPosition = "before_input"):
         super().__init__()
         if kind not in ("decoder", "encoder-decoder"):
             raise ValueError(f"LLM kind must be 'decoder' or 'encoder-decoder', got {kind!r}")
-        if prompt_position not in PROMPT_POSITIONS:
-            raise ValueError(f"prompt_position must be one of {PROMPT_POSITIONS}, got {prompt_position!r}")
+        check_choice("prompt_position", prompt_position, PromptPosition)
         self.prompt_position = prompt_position
         self.model = freeze(model)
         self.tokenizer = tokenizer

@@ -1,7 +1,7 @@
 """Train and evaluate Behavioral Twin.
 
     python train.py                                     # the embedded offline default
-    python train.py --config config/flan_t5_xxl_lamp1.yaml --lr=3e-4
+    python train.py --config config/flan_t5_xxl_bge_lamp1.yaml --lr=3e-4
     accelerate launch --config_file config/ds_config.yaml train.py --config config/qwen_bge_lamp1.yaml
     python train.py --mode=eval_only --resume_from=saved/<run>
     python train.py --models=twin,pplug,none,rag,prompt_tuning,mean --seeds=3   # comparison table
@@ -46,8 +46,9 @@ def main(argv: list[str]) -> int:
 
     if "--help" in argv or "-h" in argv:
         print(__doc__)
+        defaults = config_lib.TrainConfig(**header_defaults())  # what `python train.py` runs
         for name, doc in config_lib.field_docs().items():
-            print(f"  --{name}={getattr(config_lib.TrainConfig(), name)!r}\n      {doc}")
+            print(f"  --{name}={getattr(defaults, name)!r}\n      {doc}")
         return 0
     try:
         config_file, overrides = config_lib.parse_overrides(argv)

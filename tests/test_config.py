@@ -70,7 +70,31 @@ def test_train_py_top_block_feeds_the_config_and_bad_flags_exit_2(capsys):
     err = capsys.readouterr().err
     assert "num_queries" in err and "mode" in err
     assert train.main(["--help"]) == 0
-    assert "--warmup_ratio=0.05" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # --help shows what `python train.py` runs: train.py's own block over the dataclass defaults.
+    assert "--warmup_ratio=0.05" in out and f"--llm_dtype={train.llm_dtype!r}" in out
+    assert train.llm_dtype != config_lib.TrainConfig().llm_dtype
+
+
+def test_train_py_names_only_configs_that_exist():
+    import re
+    from pathlib import Path
+    root = Path(train.__file__).resolve().parent
+    named = re.findall(r"config/\S+\.yaml", train.__doc__)
+    assert named and all((root / name).is_file() for name in named), named
+
+
+def test_choice_settings_and_the_model_share_one_list_of_values():
+    from model import FrozenLLM, QFormer
+    message = "qformer_init: 'rand' is not one of 'aligned', 'random'"
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.resolve_config(None, None, {"qformer_init": "rand"})
+    with pytest.raises(ValueError, match=message):
+        QFormer(32, heads=4, init="rand")
+    with pytest.raises(ValueError, match="prompt_position: 'middle' is not one of 'before_input', 'after_input'"):
+        FrozenLLM(None, None, "decoder", "", prompt_position="middle")
+    assert {"mode", "pooling", "llm_dtype", "prompt_position", "qformer_init"} <= set(config_lib.CHOICE_FIELDS)
+    assert config_lib.choices(config_lib.CHOICE_FIELDS["pooling"]) == ("", "cls", "mean")
 
 
 def test_shipped_experiment_configs_are_valid(tmp_path):

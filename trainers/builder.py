@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from trainers import config as config_lib
 from trainers import model_registry
 from model import NoPersonalization, PromptTuning
 from dataset.collate import LaMPDataset
@@ -23,7 +24,7 @@ from dataset.memory import HistoryMemory
 from model import BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, PersonalizedLLM, QFormer
 from pplug import PPlug
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in config_lib.choices(config_lib.LLMDtype)}  # llm_dtype -> torch
 
 
 def build_history_encoder(cfg) -> BehavioralEncoder:

@@ -15,12 +15,43 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
-MODES = ("sequential", "joint", "eval_only")
 MODELS = ("twin", "pplug", "none", "rag", "prompt_tuning", "mean")
-RETRIEVERS = ("bm25", "dense")
+
+# The allowed values of the choice settings, in one place: the TrainConfig fields below are
+# typed with them (so validation reads them) and the model's components check their
+# arguments against the same types (`check_choice`).
+Mode = Literal["sequential", "joint", "eval_only"]
+Retriever = Literal["bm25", "dense"]
+Pooling = Literal["cls", "mean"]
+LLMDtype = Literal["float32", "bfloat16", "float16"]
+LLMAttention = Literal["", "sdpa", "eager", "flash_attention_2"]  # transformers' attn_implementation
+MixedPrecision = Literal["no", "bf16", "fp16"]  # accelerate's
+PromptPosition = Literal["before_input", "after_input"]
+QFormerInit = Literal["aligned", "random"]
+InputOutput = Literal["tokens", "pooled"]
+
+
+def choices(kind) -> tuple:
+    """The values a Literal type allows (nested Literals flattened)."""
+    return typing.get_args(kind)
+
+
+def choice_problem(setting: str, value, kind) -> str | None:
+    """None when `value` is one of `kind`'s values, else the message naming the setting and the choices."""
+    if value in choices(kind):
+        return None
+    return f"{setting}: {value!r} is not one of {', '.join(map(repr, choices(kind)))}"
+
+
+def check_choice(setting: str, value, kind) -> None:
+    """Raise ValueError unless `value` is one of the Literal `kind`'s values."""
+    problem = choice_problem(setting, value, kind)
+    if problem:
+        raise ValueError(problem)
 
 
 class ConfigError(ValueError):
@@ -30,7 +61,7 @@ class ConfigError(ValueError):
 @dataclass
 class TrainConfig:
     # --- what to run
-    mode: str = "sequential"
+    mode: Mode = "sequential"
     """'sequential' trains each task in turn (evaluating after each), 'joint' trains one model on all
     tasks mixed, 'eval_only' loads `resume_from` and evaluates."""
     resume_from: str = ""
@@ -74,7 +105,7 @@ class TrainConfig:
     """With `models`: runs per model, with seeds seed, seed+1, ...; the table gives mean and std."""
     rag_k: int = 4
     """Profile items the `rag` baseline writes into the prompt (LaMP's protocol: 4)."""
-    retriever: str = "bm25"
+    retriever: Retriever = "bm25"
     """How `rag` ranks profile items: 'bm25' or 'dense' (cosine of the history encoder's embeddings)."""
     pplug_augment: int = 0
     """PPlug's training augmentation: extra copies of each example with random history items dropped
@@ -84,13 +115,13 @@ class TrainConfig:
     encoder: str = "minilm"
     """History/input encoder: embedded alias ('minilm'), local folder, or hub name already in the local cache
     (e.g. BAAI/bge-base-en-v1.5)."""
-    pooling: str = ""
+    pooling: Literal["", Pooling] = ""
     """History item pooling, 'cls' or 'mean'; empty = the encoder's own (cls for BGE, mean for MiniLM)."""
     llm: str = "smollm2-135m"
     """Frozen LLM: embedded alias ('smollm2-135m'), local folder, or cached hub name (google/flan-t5-xxl, Qwen/...)."""
-    llm_dtype: str = "float32"
+    llm_dtype: LLMDtype = "float32"
     """Dtype the frozen LLM is loaded in: float32, bfloat16 or float16."""
-    llm_attention: str = ""
+    llm_attention: LLMAttention = ""
     """Attention kernel of the frozen LLM (transformers' attn_implementation): '' = transformers' default
     (sdpa), 'sdpa', 'eager', or 'flash_attention_2' (GPU, needs the flash-attn package). Time a choice
     with `python -m bench.train_throughput --llm_attention=...`."""
@@ -103,7 +134,7 @@ class TrainConfig:
     """System/instruction text placed before the soft prompts (decoder-only LLMs)."""
 
     # --- architecture
-    prompt_position: str = "before_input"
+    prompt_position: PromptPosition = "before_input"
     """Where soft prompts go in the LLM input: 'before_input' ([instruction; prompts; input], SPEC) or
     'after_input' ([instruction; input; prompts]: in a decoder-only LLM they then sit right before
     the answer, and the frozen LLM needs no gradient through the input positions)."""
@@ -121,12 +152,12 @@ class TrainConfig:
     """Dropout inside the Q-Former."""
     qformer_norm_first: bool = False
     """Pre-norm Q-Former layers (False = post-norm, as BERT and BLIP-2)."""
-    qformer_init: str = "aligned"
+    qformer_init: QFormerInit = "aligned"
     """'aligned' starts each Q-Former layer as a similarity search of the input for the user's
     interests (see model.QFormer); 'random' is BLIP-2's init."""
     tune_layers: int = 4
     """Top layers of the input encoder that train (0 = frozen input encoder)."""
-    input_output: str = "tokens"
+    input_output: InputOutput = "tokens"
     """Input encoder output the Q-Former attends to: 'tokens' (token states) or 'pooled' (one vector, as the seed)."""
     max_item_tokens: int = 128
     """Token budget of one history item in the history encoder."""
@@ -155,7 +186,7 @@ class TrainConfig:
     """Micro-batches per optimizer step."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0 = off)."""
-    mixed_precision: str = "no"
+    mixed_precision: MixedPrecision = "no"
     """accelerate mixed precision: 'no', 'bf16' or 'fp16'."""
     gradient_checkpointing: bool = False
     """Recompute the frozen LLM's activations in the backward pass (less memory, more time)."""
@@ -196,7 +227,9 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-LLM_ATTENTION = ("", "sdpa", "eager", "flash_attention_2")
+# Field name -> its Literal type, for the settings that take one of a few values.
+CHOICE_FIELDS = {name: kind for name, kind in typing.get_type_hints(TrainConfig).items()
+                 if typing.get_origin(kind) is Literal}
 
 
 def field_docs() -> dict[str, str]:
@@ -320,24 +353,15 @@ def find_problems(cfg: TrainConfig) -> list[str]:
         if not ok:
             p.append(message)
 
-    need(cfg.mode in MODES, f"mode: {cfg.mode!r} is not one of {', '.join(MODES)}")
+    p += [problem for name, kind in CHOICE_FIELDS.items()
+          if (problem := choice_problem(name, getattr(cfg, name), kind))]
     need(cfg.model in MODELS, f"model: {cfg.model!r} is not one of {', '.join(MODELS)}")
     unknown_models = [m for m in cfg.models if m not in MODELS]
     need(not unknown_models, f"models: {unknown_models} are not among {', '.join(MODELS)}")
-    need(cfg.prompt_position in ("before_input", "after_input"),
-         f"prompt_position: {cfg.prompt_position!r} must be 'before_input' or 'after_input'")
-    need(cfg.retriever in RETRIEVERS, f"retriever: {cfg.retriever!r} must be one of {', '.join(RETRIEVERS)}")
     need(not (cfg.models and cfg.mode == "eval_only"), "models: a comparison trains each model; use mode=sequential or joint")
     need(cfg.mode != "eval_only" or bool(cfg.resume_from), "resume_from: mode=eval_only needs a checkpoint to load")
     need(bool(cfg.tasks), "tasks: give at least one task, e.g. --tasks=LaMP-1")
     p += task_problems(cfg.tasks)
-    need(cfg.pooling in ("", "cls", "mean"), f"pooling: {cfg.pooling!r} must be '', 'cls' or 'mean'")
-    need(cfg.input_output in ("tokens", "pooled"), f"input_output: {cfg.input_output!r} must be 'tokens' or 'pooled'")
-    need(cfg.qformer_init in ("aligned", "random"), f"qformer_init: {cfg.qformer_init!r} must be 'aligned' or 'random'")
-    need(cfg.llm_dtype in ("float32", "bfloat16", "float16"), f"llm_dtype: {cfg.llm_dtype!r} must be float32, bfloat16 or float16")
-    need(cfg.llm_attention in LLM_ATTENTION, f"llm_attention: {cfg.llm_attention!r} must be one of "
-         f"{', '.join(map(repr, LLM_ATTENTION))} ('' = transformers' default)")
-    need(cfg.mixed_precision in ("no", "bf16", "fp16"), f"mixed_precision: {cfg.mixed_precision!r} must be no, bf16 or fp16")
     for name in ("num_queries", "qformer_layers", "seeds", "rag_k", "qformer_heads", "epochs", "batch_size", "grad_accum",
                  "eval_batch_size", "num_beams", "max_item_tokens", "max_query_tokens", "max_input_tokens",
                  "max_target_tokens", "log_every", "keep_checkpoints"):
