@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from dataset.atomic import atomic_write_text
 from trainers import config as config_lib
 import train
 
@@ -138,9 +139,9 @@ def main(argv: list[str]) -> int:
                      "seconds": seconds, "reused": reused, "overrides": cell_overrides})
     command = " ".join(["python -m bench.ablations", *map(shlex.quote, argv)])
     bench_dir.mkdir(parents=True, exist_ok=True)
-    (bench_dir / "ablations.json").write_text(json.dumps({"command": command, "rows": rows}, indent=2))
+    atomic_write_text(bench_dir / "ablations.json", json.dumps({"command": command, "rows": rows}, indent=2))
     table = markdown(rows, command)
-    (bench_dir / "ablations.md").write_text(table)
+    atomic_write_text(bench_dir / "ablations.md", table)
     plot(rows, next(iter(rows[0]["metrics"])), bench_dir / "ablations.png")
     print(f"\n{rows[0]['task']} dev results:\n{table}\nwrote {bench_dir}/ablations.{{json,md,png}}")
     return 0

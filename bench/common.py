@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from dataset.atomic import atomic_write_text
 from trainers import config as config_lib
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -82,8 +83,7 @@ def apply_threads(args: argparse.Namespace) -> None:
 def write_report(report: dict, path: str | os.PathLike) -> None:
     """Write `report` as JSON to `path` (folders created) and say where."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    atomic_write_text(out, json.dumps(report, indent=2))
     print(f"wrote {out}")
 
 
@@ -119,5 +119,5 @@ def write_results_section(key: str, title: str, body: str, command: str | None =
     text = out.read_text() if out.exists() else RESULTS_HEADER
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
-    out.write_text(text)
+    atomic_write_text(out, text)
     print(f"wrote the section '{title}' of {out}")

@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from dataset.atomic import writer_lock
+from dataset.atomic import atomic_write, atomic_write_text, writer_lock
 
 # Part of every identity: a change of the layout above opens new folders.
 FORMAT_VERSION = 1
@@ -62,15 +62,6 @@ def micro_batches(texts: list[str], size: int) -> list[list[str]]:
     its longest text then carries little padding."""
     distinct = sorted(dict.fromkeys(texts), key=len)
     return [distinct[i:i + size] for i in range(0, len(distinct), size)]
-
-
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class HistoryStore:
@@ -104,9 +95,7 @@ class HistoryStore:
             if identity is not None and found != identity:
                 raise ValueError(f"{meta} describes {found}, not {identity}; delete {self.folder} to rebuild it")
         elif identity is not None:
-            tmp = meta.with_name(f".meta.json.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps(identity, indent=2, sort_keys=True))
-            os.replace(tmp, meta)
+            atomic_write_text(meta, json.dumps(identity, indent=2, sort_keys=True))
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -224,6 +213,7 @@ class HistoryStore:
             return
         taken = [int(p.name.split("-")[1].split(".")[0]) for p in self.folder.glob("part-*.keys.npy")]
         stem = f"part-{max(taken, default=-1) + 1:05d}"
-        _atomic_save(self.folder / f"{stem}.npy", rows)
-        _atomic_save(self.folder / f"{stem}.keys.npy", keys)  # last: the part is now visible
+        atomic_write(self.folder / f"{stem}.npy", lambda f: np.save(f, rows, allow_pickle=False))
+        # last: the part is now visible
+        atomic_write(self.folder / f"{stem}.keys.npy", lambda f: np.save(f, keys, allow_pickle=False))
         self.refresh()

@@ -12,7 +12,7 @@
 Everything is safetensors or JSON: loading never unpickles, and only the files above are
 ever opened, so a checkpoint cannot run code whatever else its folder holds.
 
-Crash safety: a checkpoint is written under a hidden temporary name and renamed when
+Crash safety (dataset.atomic): a checkpoint is written under a hidden temporary name and renamed when
 complete; a checkpoint being replaced or pruned is first renamed to a hidden trash name.
 So at every instant each `step-*` folder is complete, and a process killed at any point
 (SIGKILL included) leaves `latest` or the newest `step-*` folder loadable. The next save
@@ -22,9 +22,7 @@ removes the hidden leftovers of an interrupted one.
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 import warnings
 from pathlib import Path
 
@@ -33,6 +31,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from dataset.atomic import atomic_folder, atomic_write_text, discard, remove_leftovers
 from trainers import config as config_lib
 
 # Settings that change the shape or meaning of the trainable weights.
@@ -49,21 +48,6 @@ CHECKPOINT_FILES = TENSOR_FILES + JSON_FILES
 
 class CheckpointError(ValueError):
     """A checkpoint that is damaged, cannot be written, or does not fit the run's settings or model."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
@@ -98,79 +82,42 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict, cfg
     """
     folder = Path(run_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(folder)
+    remove_leftovers(folder)  # of an interrupted save (one writer per run folder)
     name = f"step-{state['global_step']:08d}"
-    final, tmp = folder / name, folder / f".{name}.tmp-{os.getpid()}"
+    final = folder / name
     try:
-        _write_files(tmp, model, optimizer, scheduler, state, cfg)
+        # A resumed run re-saving the same step replaces the old folder in one rename.
+        with atomic_folder(final, replace=True) as tmp:
+            _write_files(tmp, model, optimizer, scheduler, state, cfg)
     except OSError as error:
-        shutil.rmtree(tmp, ignore_errors=True)
         previous = _newest_complete(folder)
         kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
         raise CheckpointError(f"could not write checkpoint {final}: {error}. Nothing was replaced: {kept}. "
                               f"Free disk space, then continue with --resume_from={run_dir}.") from error
-    _publish(folder, tmp, final)
+    atomic_write_text(folder / "latest", final.name)
     _prune(folder, keep, newest=name)
     return final
 
 
 def _write_files(tmp: Path, model, optimizer, scheduler, state: dict, cfg) -> None:
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     save_file(model.trainable_state_dict(), str(tmp / "trainable.safetensors"))
     opt = optimizer.state_dict()
     moments = {f"state.{i}.{k}": v.detach().cpu().contiguous().reshape(v.shape)
                for i, s in opt["state"].items() for k, v in s.items() if torch.is_tensor(v)}
     save_file(moments, str(tmp / "optimizer.safetensors"))
-    _write_text(tmp / "optimizer.json", json.dumps({"param_groups": opt["param_groups"],
-                                                    "scheduler": scheduler.state_dict()}))
+    (tmp / "optimizer.json").write_text(json.dumps({"param_groups": opt["param_groups"],
+                                                    "scheduler": scheduler.state_dict()}), encoding="utf-8")
     rng_tensors, rng_plain = rng_state()
     save_file(rng_tensors, str(tmp / "rng.safetensors"))
-    _write_text(tmp / "state.json", json.dumps({**state, "rng": rng_plain}))
-    _write_text(tmp / "config.json", config_lib.to_json(cfg))
-    for f in tmp.iterdir():  # safetensors does not fsync; make the files durable before the rename
-        with open(f, "rb+") as handle:
-            os.fsync(handle.fileno())
-    _fsync_dir(tmp)
-
-
-def _publish(folder: Path, tmp: Path, final: Path) -> None:
-    """Rename the complete `tmp` to `final` and point `latest` at it."""
-    trash = None
-    if final.exists():  # a resumed run re-saving the same step: move the old one aside atomically
-        trash = _to_trash(final)
-    os.replace(tmp, final)
-    latest_tmp = folder / f".latest.tmp-{os.getpid()}"
-    _write_text(latest_tmp, final.name)
-    os.replace(latest_tmp, folder / "latest")
-    _fsync_dir(folder)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
+    (tmp / "state.json").write_text(json.dumps({**state, "rng": rng_plain}), encoding="utf-8")
+    (tmp / "config.json").write_text(config_lib.to_json(cfg), encoding="utf-8")
 
 
 def _prune(folder: Path, keep: int, newest: str) -> None:
     """Delete all but the `keep` newest checkpoints; `newest` (just written) always stays."""
     others = sorted(p for p in folder.glob("step-*") if p.is_dir() and p.name != newest)
     for old in others[:max(0, len(others) - (keep - 1))]:
-        # Renamed first, so a kill during the deletion never leaves a half-deleted step-* folder.
-        shutil.rmtree(_to_trash(old), ignore_errors=True)
-
-
-def _to_trash(path: Path) -> Path:
-    trash = path.with_name(f".{path.name}.trash-{os.getpid()}")
-    shutil.rmtree(trash, ignore_errors=True)
-    os.replace(path, trash)
-    return trash
-
-
-def _remove_leftovers(folder: Path) -> None:
-    """Hidden temporary and trash entries of an interrupted save (one writer per run folder)."""
-    for leftover in folder.glob(".*"):
-        if ".tmp-" in leftover.name or ".trash-" in leftover.name:
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink(missing_ok=True)
+        discard(old)  # renamed first: a kill during the deletion never leaves a half-deleted step-* folder
 
 
 # --- finding and checking --------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import numpy as np
 from accelerate import PartialState
 from scipy.stats import binomtest
 
+from dataset.atomic import atomic_write_text
 from dataset.lamp import read_outputs
 from dataset.tasks import get_task
 from trainers.metrics import example_scores
@@ -148,7 +149,7 @@ def compare(cfg) -> dict:
         return table
     command = "python train.py " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python train.py"
     write_json(parent / "comparison.json", table)
-    (parent / "comparison.md").write_text(markdown(table, command, cfg.seeds))
+    atomic_write_text(parent / "comparison.md", markdown(table, command, cfg.seeds))
     bar_chart(table, parent / "comparison.png")
     print(f"\n{(parent / 'comparison.md').read_text()}\nrun folder: {parent}")
     return table

@@ -19,8 +19,6 @@ import importlib.util
 import json
 import os
 import pickle
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,7 +37,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from dataset.atomic import writer_lock
+from dataset.atomic import atomic_folder, remove_leftovers, writer_lock
 
 
 class ModelNotFoundError(ValueError):
@@ -143,17 +141,10 @@ def _converted_gguf_dir(alias: str, entry: EmbeddedModel, cache_dir: Path) -> Pa
             return final
         _refuse_partial(final, alias)
         # Under the lock, a temporary folder can only be left by a writer that died.
-        for leftover in final.parent.glob(f".{alias}.tmp-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
-        # Convert into a private temp folder next to the target, then rename it in
-        # one step: a crash never leaves a half-written model under the real name.
-        tmp = Path(tempfile.mkdtemp(prefix=f".{alias}.tmp-", dir=final.parent))
-        os.chmod(tmp, 0o755)  # mkdtemp is owner-only; the renamed folder should not be
-        try:
+        remove_leftovers(final.parent, alias)
+        # A crash never leaves a half-written model under the real name.
+        with atomic_folder(final) as tmp:
             _convert_gguf(gguf_dir, entry.gguf_file or "", tmp)
-            os.rename(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 
 from trainers import config as config_lib
+from dataset.atomic import atomic_write_text
 from dataset.lamp import LaMPFormatError, write_predictions
 from model import count_parameters
 from trainers.model_registry import ModelNotFoundError
@@ -41,9 +41,7 @@ def run_folder(cfg, accelerator) -> Path:
 
 
 def write_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2))
 
 
 def results_table(metrics: dict, controls: dict, model_name: str) -> str:
@@ -119,7 +117,7 @@ def run(cfg) -> dict:
         write_json(run_dir / "controls.json", controls)
         write_json(run_dir / "metrics_history.json", trainer.history)
         table = results_table(metrics, controls, cfg.model)
-        (run_dir / "results.md").write_text(table)
+        atomic_write_text(run_dir / "results.md", table)
         print(f"\n{cfg.eval_split} results:\n{table}\nrun folder: {run_dir}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
