@@ -7,19 +7,22 @@
     I   = MLP_inst(instruction token)                           [D]
     LLM input: [I; P_u; embed(x)]                               [B, 2 + T, D]
 
-Faithful to the authors' code (github rucliujn/PPlug, code/ModelForPer.py):
+Faithful to the authors' code (github rucliujn/PPlug: embedding.py, code/ModelForPer.py,
+code/PersonalDataset_profile.py, code/run_all_t5.sh) by default:
+* the history text is PPlug's own per task (`history_text`), not Behavioral Twin's
+  rendering, which shows the user's past labels;
 * the projector is applied to each history embedding before the weighted sum (the
   paper writes Proj(sum w_i e_i); the code computes sum w_i Proj(e_i));
 * the instruction is one trainable vector in encoder space through its own 2-layer MLP;
-* the input encoder sees only the part of the question that names the new content: for
-  LaMP-1 the user's paper title, for the others the text after the task's instruction.
-Code-level details that are options here (README, "PPlug"):
-* `pplug_augment` (code: 10, default here 0): extra copies of every training example
-  whose history has more than 2 items, each dropping a random 1 to 50% of the items;
-* keeping the last 512 items is the framework-wide `max_history` (default 512);
-* `pplug_rescale` (default on): the code multiplies both vectors by a constant fitted to
-  Flan-T5-XXL's embedding scale; here each is rescaled to the RMS of the LLM's own token
-  embeddings, which is that intent for any LLM.
+* the input encoder sees only the part of the question that names the new content (for
+  LaMP-1 the user's paper title, for the others the text after the task's instruction),
+  after BGE's query instruction when the encoder is a BGE model, and all of it trains;
+* history items are cut at the encoder's own limit, not at `max_item_tokens`;
+* for an encoder-decoder LLM (the code's Flan-T5-XXL) the persona is multiplied by
+  539.9738 and the instruction by 539.9738 / 7, the code's constants.
+Each has an option (trainers/config.py, `pplug_*`; README, "PPlug") where the project has
+a reason to differ; training settings (epochs, batch, weight decay, beams, augmentation
+`pplug_augment`) are run settings, not model code.
 """
 
 from __future__ import annotations
@@ -32,8 +35,35 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from dataset.collate import LaMPItem
-from dataset.tasks import get_task
+from dataset.tasks import ProfileItem, get_task
 from model import BehavioralEncoder, FrozenLLM, InputEncoder, PersonalizedLLM
+from trainers.config import PPlugRescale, check_choice
+
+
+# The profile fields PPlug's embedding.py embeds per task, joined by one space. LaMP-6 is
+# not in PPlug's code (its data is not public); its email body + subject mirrors LaMP-4.
+HISTORY_FIELDS: dict[str, tuple[str, ...]] = {
+    "LaMP-1": ("title", "abstract"), "LaMP-2": ("description",), "LaMP-3": ("text",),
+    "LaMP-4": ("text", "title"), "LaMP-5": ("title", "abstract"), "LaMP-6": ("text", "title"), "LaMP-7": ("text",),
+}
+# BGE's instruction for retrieval queries; PPlug's dataset code prepends it with no space
+# (a BERT tokenizer splits at the colon either way).
+BGE_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages:"
+# PPlug's code scales the persona by this and the instruction by it / 7 (fitted to Flan-T5-XXL).
+T5_SCALE = 539.9738
+T5_INSTRUCTION_DIVISOR = 7.0
+
+
+def query_instruction(encoder: str) -> str:
+    """The text PPlug's code puts before every query: BGE's instruction for a BGE encoder
+    (named so, as default_pooling recognises it), nothing for others."""
+    return BGE_QUERY_INSTRUCTION if "bge" in encoder.lower() else ""
+
+
+def history_text(task_name: str, item: ProfileItem) -> str:
+    """One profile item as PPlug embeds it: LaMP-1/5 'title abstract', LaMP-2 the description,
+    LaMP-3 the review, LaMP-4 'text title', LaMP-7 the tweet (no label of the user's)."""
+    return " ".join(str(item[name]) for name in HISTORY_FIELDS[get_task(task_name).name])
 
 
 def pplug_query(task_name: str, input_text: str) -> str:
@@ -52,24 +82,38 @@ def projector(in_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
 
 
+def train_whole(encoder: InputEncoder) -> InputEncoder:
+    """Make every weight of the input encoder trainable, embeddings included (PPlug's code
+    freezes only the LLM)."""
+    for p in encoder.backbone.parameters():
+        p.requires_grad_(True)
+    return encoder
+
+
 def rms_rescale(x: torch.Tensor, target_rms: float) -> torch.Tensor:
     """Scale each vector (last dim) to root-mean-square `target_rms`."""
     return x * (target_rms / x.pow(2).mean(-1, keepdim=True).add(1e-12).sqrt())
 
 
 class PPlug(PersonalizedLLM):
+    """rescale: 'constants' (the code's, for Flan-T5), 'rms' (each vector to the RMS of the
+    LLM's token embeddings), 'none', or 'auto' = constants for an encoder-decoder LLM, rms
+    for the others. query_instruction: text put before every query (BGE's, or '')."""
+
     def __init__(self, behavioral_encoder: BehavioralEncoder, input_encoder: InputEncoder, llm: FrozenLLM,
-                 rescale: bool = True):
+                 rescale: str = "auto", query_instruction: str = ""):
         super().__init__(llm)
         if input_encoder.output != "pooled":
             raise ValueError("PPlug's input encoder must return one pooled vector (output='pooled')")
+        check_choice("pplug_rescale", rescale, PPlugRescale)
         self.behavioral_encoder = behavioral_encoder
         self.input_encoder = input_encoder
         hidden = behavioral_encoder.hidden_size
         self.instruction_token = nn.Parameter(torch.rand(hidden))  # the code's init: U(0, 1)
         self.instruction_mlp = projector(hidden, llm.hidden_size)
         self.persona_mlp = projector(hidden, llm.hidden_size)
-        self.rescale = rescale
+        self.rescale = rescale if rescale != "auto" else ("constants" if llm.kind == "encoder-decoder" else "rms")
+        self.query_instruction = query_instruction
 
     def aggregation_weights(self, history: torch.Tensor, history_mask: torch.Tensor,
                             query: torch.Tensor) -> torch.Tensor:
@@ -86,13 +130,16 @@ class PPlug(PersonalizedLLM):
     def soft_prompts(self, batch) -> torch.Tensor:
         history, history_mask = self.behavioral_encoder(batch.history)  # [B, P, H], [B, P]
         history = F.normalize(history, dim=-1)
-        queries = [pplug_query(task, text) for task, text in zip(batch.task, batch.inputs)]
+        queries = [self.query_instruction + pplug_query(task, text) for task, text in zip(batch.task, batch.inputs)]
         query = F.normalize(self.input_encoder(queries)[0][:, 0], dim=-1)  # [B, H]
         weights = self.aggregation_weights(history, history_mask, query)  # [B, P]
         persona = torch.einsum("bp,bpd->bd", weights, self.persona_mlp(history))  # [B, D]
         instruction = self.instruction_mlp(self.instruction_token).expand_as(persona)  # [B, D]
+        if self.rescale == "constants":
+            persona = persona * T5_SCALE
+            instruction = instruction * (T5_SCALE / T5_INSTRUCTION_DIVISOR)
         prompts = torch.stack([instruction, persona], dim=1)  # [B, 2, D]
-        if self.rescale:
+        if self.rescale == "rms":
             prompts = rms_rescale(prompts, self.llm.embedding_rms)
         return prompts
 

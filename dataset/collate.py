@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import torch
 from torch.utils.data import Dataset
 
 from dataset.lamp import LaMPExample
 from dataset.numeric import item_features
-from dataset.tasks import TaskSpec
+from dataset.tasks import ProfileItem, TaskSpec
 
 T = TypeVar("T")
 
@@ -62,9 +62,12 @@ class LaMPDataset(Dataset):
     large and the raw items are already in memory.
     """
 
-    def __init__(self, examples: list[LaMPExample], task: TaskSpec, max_history: int, numeric: bool = False):
+    def __init__(self, examples: list[LaMPExample], task: TaskSpec, max_history: int, numeric: bool = False,
+                 render: Callable[[ProfileItem], str] | None = None):
         self.examples = examples
         self.task = task
+        # Profile item -> history text: the task's rendering, or a method's own (PPlug's).
+        self.render = render or task.profile_text
         self.max_history = max_history
         self.numeric = numeric  # also give each history item's numeric features
 
@@ -90,7 +93,7 @@ class LaMPDataset(Dataset):
 
     def _history(self, example: LaMPExample) -> list[str]:
         # Select before rendering so long profiles cost only what is kept.
-        return [self.task.profile_text(item) for item in select_history(example.profile, self.max_history)]
+        return [self.render(item) for item in select_history(example.profile, self.max_history)]
 
 
 def collate(items: Sequence[LaMPItem]) -> Batch:

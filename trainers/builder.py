@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ from dataset.numeric import NUM_FEATURES
 from dataset.history_store import HistoryStore, store_identity
 from dataset.memory import HistoryMemory
 from model import BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, PersonalizedLLM, QFormer
-from pplug import PPlug
+import pplug
 
 DTYPES = {name: getattr(torch, name) for name in config_lib.choices(config_lib.LLMDtype)}  # llm_dtype -> torch
 
@@ -33,17 +34,28 @@ def build_history_encoder(cfg) -> BehavioralEncoder:
     pooling = cfg.pooling or model_registry.default_pooling(cfg.encoder)
     encoder_path = model_registry.resolve_model_path(cfg.encoder, cache_dir)
     backbone, tokenizer = model_registry.load_encoder(cfg.encoder, cache_dir)
-    identity = store_identity(cfg.encoder, model_registry.model_fingerprint(encoder_path), pooling,
-                              cfg.max_item_tokens)
+    max_tokens = cfg.max_item_tokens
+    if cfg.model == "pplug":  # PPlug's items are cut at the encoder's own limit unless told otherwise
+        max_tokens = cfg.pplug_max_item_tokens or encoder_token_limit(backbone, tokenizer)
+    identity = store_identity(cfg.encoder, model_registry.model_fingerprint(encoder_path), pooling, max_tokens)
     store = HistoryStore.open(cache_dir / "history_store", identity)
-    return BehavioralEncoder(backbone, tokenizer, pooling, cfg.max_item_tokens, store)
+    return BehavioralEncoder(backbone, tokenizer, pooling, max_tokens, store)
 
 
-def build_input_encoder(cfg, output: str) -> InputEncoder:
+def encoder_token_limit(backbone, tokenizer) -> int:
+    """The most tokens an encoder reads: its tokenizer's limit, or its position embeddings'
+    when the tokenizer sets none (transformers then reports a huge number)."""
+    limits = [tokenizer.model_max_length, getattr(backbone.config, "max_position_embeddings", None)]
+    return min(limit for limit in limits if limit and limit < 1_000_000)
+
+
+def build_input_encoder(cfg, output: str, tune_layers: int | None = None) -> InputEncoder:
+    """A trainable copy of the encoder (its top `tune_layers` blocks train; default cfg.tune_layers)."""
     # It starts from the history encoder's weights but trains its top layers, so it is a copy.
     backbone, tokenizer = model_registry.load_encoder(cfg.encoder, cfg.resolved_cache_dir())
     pooling = cfg.pooling or model_registry.default_pooling(cfg.encoder)
-    return InputEncoder(backbone, tokenizer, cfg.tune_layers, cfg.max_query_tokens, pooling, output)
+    layers = cfg.tune_layers if tune_layers is None else tune_layers
+    return InputEncoder(backbone, tokenizer, layers, cfg.max_query_tokens, pooling, output)
 
 
 def build_llm(cfg) -> FrozenLLM:
@@ -69,9 +81,13 @@ def build_model(cfg) -> PersonalizedLLM:
         return PromptTuning(llm, cfg.num_queries)
     behavioral = build_history_encoder(cfg)
     if cfg.model == "pplug":
-        input_encoder = build_input_encoder(cfg, "pooled")
+        whole = cfg.pplug_tune_layers < 0  # PPlug's code trains all of its input encoder
+        input_encoder = build_input_encoder(cfg, "pooled", tune_layers=0 if whole else cfg.pplug_tune_layers)
+        if whole:
+            pplug.train_whole(input_encoder)
         torch.manual_seed(cfg.seed)
-        return PPlug(behavioral, input_encoder, llm, cfg.pplug_rescale)
+        instruction = pplug.query_instruction(cfg.encoder) if cfg.pplug_query_instruction else ""
+        return pplug.PPlug(behavioral, input_encoder, llm, cfg.pplug_rescale, instruction)
     input_encoder = build_input_encoder(cfg, cfg.input_output)
     hidden = behavioral.hidden_size
     if hidden % cfg.qformer_heads:
@@ -139,5 +155,8 @@ def load_datasets(cfg, split: str, limit: int = 0) -> dict[str, tuple[LaMPDatase
         if limit:
             examples = examples[:limit]
         golds = {e.id: e.output for e in examples if e.output is not None}
-        out[name] = (LaMPDataset(examples, task, cfg.max_history, numeric=cfg.numeric_signals), golds)
+        render = None  # the task's own rendering (TaskSpec.profile_text)
+        if cfg.model == "pplug" and cfg.pplug_history_text == "pplug":
+            render = functools.partial(pplug.history_text, task.name)
+        out[name] = (LaMPDataset(examples, task, cfg.max_history, numeric=cfg.numeric_signals, render=render), golds)
     return out

@@ -33,6 +33,8 @@ MixedPrecision = Literal["no", "bf16", "fp16"]  # accelerate's
 PromptPosition = Literal["before_input", "after_input"]
 QFormerInit = Literal["aligned", "random"]
 InputOutput = Literal["tokens", "pooled"]
+PPlugRescale = Literal["auto", "constants", "rms", "none"]
+PPlugHistoryText = Literal["pplug", "twin"]
 
 
 def choices(kind) -> tuple:
@@ -110,8 +112,25 @@ class TrainConfig:
     pplug_augment: int = 0
     """PPlug's training augmentation: extra copies of each example with random history items dropped
     (its code uses 10; 0 = off, as each copy costs a full pass over the data)."""
-    pplug_rescale: bool = True
-    """Rescale PPlug's instruction and persona vectors to the LLM's token-embedding RMS."""
+    pplug_rescale: PPlugRescale = "auto"
+    """Scale of PPlug's instruction and persona vectors: 'constants' multiplies them by its code's
+    539.9738 / 7 and 539.9738 (fitted to Flan-T5-XXL's embeddings), 'rms' rescales each to the RMS
+    of the LLM's token embeddings (the same intent for an LLM of another scale), 'none' leaves
+    them; 'auto' = constants for an encoder-decoder LLM, rms for a decoder-only one."""
+    pplug_history_text: PPlugHistoryText = "pplug"
+    """What PPlug embeds of a profile item: 'pplug' = its code's text per task (LaMP-1/5 title and
+    abstract, LaMP-2 the description, LaMP-3 the review, LaMP-4 text and title, LaMP-7 the tweet);
+    'twin' = Behavioral Twin's rendering, which also shows the user's past label (tag, rating),
+    to compare the two aggregators on the same input."""
+    pplug_query_instruction: bool = True
+    """Put BGE's query instruction ("Represent this sentence for searching relevant passages:")
+    before PPlug's query when the encoder is a BGE model, as its code does (other encoders: never)."""
+    pplug_tune_layers: int = -1
+    """What of PPlug's input encoder trains: -1 = all of it, embeddings included (its code); N = only
+    the top N blocks, as `tune_layers` for Twin (less memory and optimizer state)."""
+    pplug_max_item_tokens: int = 0
+    """Token budget of one history item in PPlug's history encoder: 0 = the encoder's own limit (its
+    code: 512 for BGE); N = cut at N, as `max_item_tokens` for Twin (faster encoding of long items)."""
     encoder: str = "minilm"
     """History/input encoder: embedded alias ('minilm'), local folder, or hub name already in the local cache
     (e.g. BAAI/bge-base-en-v1.5)."""
@@ -366,7 +385,9 @@ def find_problems(cfg: TrainConfig) -> list[str]:
                  "eval_batch_size", "num_beams", "max_item_tokens", "max_query_tokens", "max_input_tokens",
                  "max_target_tokens", "log_every", "keep_checkpoints"):
         need(getattr(cfg, name) >= 1, f"{name}: must be >= 1, got {getattr(cfg, name)}")
-    for name in ("tune_layers", "pplug_augment", "max_history", "max_train_examples", "max_eval_examples", "save_every",
+    need(cfg.pplug_tune_layers >= -1, f"pplug_tune_layers: must be -1 (all) or >= 0, got {cfg.pplug_tune_layers}")
+    for name in ("tune_layers", "pplug_augment", "pplug_max_item_tokens", "max_history", "max_train_examples",
+                 "max_eval_examples", "save_every",
                  "weight_decay", "max_grad_norm", "label_loss"):
         need(getattr(cfg, name) >= 0, f"{name}: must be >= 0, got {getattr(cfg, name)}")
     need(cfg.lr > 0, f"lr: must be > 0, got {cfg.lr}")
