@@ -214,3 +214,73 @@ def test_rag_ranks_the_whole_profile_not_only_the_last_max_history_items():
     example = SimpleNamespace(input=question, profile=profile)
     assert prompter.ranking(get_task("LaMP-4"), example)[0] == 0
     assert prompter(get_task("LaMP-4"), example).startswith('"Zebras" is the title for "zebra migration"')
+
+
+# --- python -m dataset.retrieval --------------------------------------------------------------------------
+
+LAMP2_INSTRUCTION = ("Which tag does this movie relate to among the following tags? Just answer with the tag name "
+                     "without further explanation. tags: [sci-fi, based on a book, comedy, action, twist ending, "
+                     "dystopia, dark comedy, classic, psychology, fantasy, romance, thought-provoking, social "
+                     "commentary, violence, true story] description: ")
+
+
+def server_layout_lamp2(root) -> dict:
+    """LaMP-2 as LaMP's server lays it out (LaMP_2/new/dev/...): two users, long plots."""
+    import json
+    profile = [{"id": f"p{i}", "description": f"{topic} {LONG}", "tag": tag}
+               for i, (topic, tag) in enumerate([("robots", "sci-fi"), ("wedding", "romance"), ("heist", "action"),
+                                                 ("robots", "dystopia"), ("court", "true story")])]
+    questions = [{"id": "q1", "input": LAMP2_INSTRUCTION + "robots " + LONG, "profile": profile},
+                 {"id": "q2", "input": LAMP2_INSTRUCTION + "a wedding in court", "profile": profile[:3]}]
+    folder = root / "LaMP_2" / "new" / "dev"
+    folder.mkdir(parents=True)
+    (folder / "dev_questions.json").write_text(json.dumps(questions))
+    (folder / "dev_outputs.json").write_text(json.dumps({"task": "LaMP_2", "golds": [
+        {"id": "q1", "output": "sci-fi"}, {"id": "q2", "output": "romance"}]}))
+    return {q["id"]: q for q in questions}
+
+
+def test_cli_writes_the_rag_inputs_of_a_server_layout_folder(tmp_path, tiny_model_dirs):
+    import json
+    from dataset.retrieval.__main__ import main
+    questions = server_layout_lamp2(tmp_path / "lamp")
+    out = tmp_path / "inputs.json"
+    llm = tiny_model_dirs / "llama"
+    assert main([f"--data_dir={tmp_path / 'lamp'}", "--tasks=LaMP-2", "--split=dev", "--out", str(out),
+                 f"--llm={llm}", f"--encoder={tiny_model_dirs / 'bert'}", "--rag_k=3", "--max_input_tokens=200",
+                 f"--cache_dir={tmp_path / 'cache'}"]) == 0
+    written = json.loads(out.read_text())
+    assert list(written) == ["LaMP-2"] and sorted(written["LaMP-2"]) == ["q1", "q2"]
+    tok = PreTrainedTokenizerFast.from_pretrained(llm)
+    task = get_task("LaMP-2")
+    for qid, question in questions.items():
+        profile = question["profile"]
+        ranking = bm25_ranking(task.retrieval_query(question["input"]), [task.retrieval_text(p) for p in profile])
+        expected = rag_prompt(task, question["input"], [profile[i] for i in ranking[:3]], tok, 200)
+        assert written["LaMP-2"][qid] == expected
+        assert expected.count('the tag for the movie: "') == 3
+    assert '"sci-fi"' in written["LaMP-2"]["q1"] and '"dystopia"' in written["LaMP-2"]["q1"]  # the robot plots
+    assert len(tok(written["LaMP-2"]["q1"])["input_ids"]) <= 200
+
+
+def test_cli_gives_what_the_rag_run_gives_the_llm_on_the_embedded_data(tmp_path, tiny_model_dirs):
+    import json
+    from dataset.retrieval.__main__ import main
+    from trainers.builder import load_datasets, retrieval_augmented
+    settings = [f"--llm={tiny_model_dirs / 'llama'}", f"--encoder={tiny_model_dirs / 'bert'}",
+                f"--cache_dir={tmp_path / 'cache'}", "--max_eval_examples=3"]
+    out = tmp_path / "embedded.json"
+    assert main(["--data_dir=embedded", "--tasks=LaMP-1", "--split=dev", "--out", str(out), *settings]) == 0
+    written = json.loads(out.read_text())["LaMP-1"]
+    cfg = TrainConfig(model="rag", data_dir="embedded", llm=str(tiny_model_dirs / "llama"),
+                      encoder=str(tiny_model_dirs / "bert"), cache_dir=str(tmp_path / "cache"))
+    tok = PreTrainedTokenizerFast.from_pretrained(tiny_model_dirs / "llama")
+    dataset, _ = retrieval_augmented(cfg, load_datasets(cfg, "dev", 3), SimpleNamespace(tokenizer=tok))["LaMP-1"]
+    assert written == {example.id: example.input for example in dataset.examples}
+    assert all(text.count('", and "') >= 3 for text in written.values()), "four titles written in"
+
+
+def test_cli_reports_a_missing_data_folder(tmp_path, capsys):
+    from dataset.retrieval.__main__ import main
+    assert main([f"--data_dir={tmp_path / 'nowhere'}", "--tasks=LaMP-2", "--out", str(tmp_path / "x.json")]) == 2
+    assert "data_dir" in capsys.readouterr().err and not (tmp_path / "x.json").exists()

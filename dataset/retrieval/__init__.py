@@ -18,6 +18,8 @@ Everything follows LaMP's own code (`LaMP/prompts/prompts.py`, `create_prompt_ge
 Token counts are those of LaMP's calls: the LLM tokenizer WITH its special tokens (T5's
 `</s>` counts one), and a cut field is decoded with tokenization spaces cleaned up, as the
 transformers version LaMP pins does by default.
+
+`python -m dataset.retrieval` (__main__.py) writes these inputs to a file for inspection.
 """
 
 from __future__ import annotations
