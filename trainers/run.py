@@ -46,6 +46,8 @@ def write_json(path: Path, data) -> None:
 
 def results_table(metrics: dict, controls: dict, model_name: str) -> str:
     """Markdown, one table per task (tasks have different metrics): a row per method."""
+    if not metrics:
+        return ""
     blocks = []
     for task, values in metrics.items():
         names = list(values)
@@ -55,6 +57,14 @@ def results_table(metrics: dict, controls: dict, model_name: str) -> str:
         lines += [f"| {label} | " + " | ".join(f"{row[m]:.4f}" for m in names) + " |" for label, row in rows]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+def hidden_golds_note(tasks: list[str], split: str, run_dir: Path) -> str:
+    """What a split without golds gives (LaMP hides its test outputs): predictions, no metrics."""
+    lines = [f"{task}: the {split} split has no golds (LaMP keeps the test outputs hidden), so no metrics "
+             f"can be computed. Its predictions are in {run_dir / 'predictions' / f'{task}_{split}.json'}, "
+             f"in LaMP's official format, ready to submit." for task in tasks]
+    return "".join(f"\n{line}\n" for line in lines)
 
 
 def run(cfg) -> dict:
@@ -116,7 +126,8 @@ def run(cfg) -> dict:
         write_json(run_dir / "metrics.json", metrics)
         write_json(run_dir / "controls.json", controls)
         write_json(run_dir / "metrics_history.json", trainer.history)
-        table = results_table(metrics, controls, cfg.model)
+        hidden = [name for name, (_, golds) in eval_sets.items() if not golds]
+        table = results_table(metrics, controls, cfg.model) + hidden_golds_note(hidden, cfg.eval_split, run_dir)
         atomic_write_text(run_dir / "results.md", table)
         print(f"\n{cfg.eval_split} results:\n{table}\nrun folder: {run_dir}")
     accelerator.wait_for_everyone()
