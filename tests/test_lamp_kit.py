@@ -3,11 +3,16 @@ data folder they read, and the published figures beside the measured ones."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
+import pytest
+
 from dataset.embedded.lamp7 import generate_embedded_lamp7
 from test_training import run_script
+from trainers.compare import comparison_table, markdown, published_protocol_gaps
+from trainers.config import TrainConfig
 
 
 def test_a_split_without_golds_writes_submit_ready_predictions_for_every_task(tmp_path, tiny_model_dirs,
@@ -37,3 +42,64 @@ def test_a_split_without_golds_writes_submit_ready_predictions_for_every_task(tm
         assert f"{task}: the test split has no golds" in out and "no metrics can be computed" in out
     assert "ready to submit" in (run / "results.md").read_text()
     assert json.loads((run / "metrics.json").read_text()) == {}
+
+
+# --- published figures beside the measured ones --------------------------------------------------------------
+
+# Measured LaMP-2 results of four models, one seed, as compare() collects them.
+LAMP2_RUNS = {"LaMP-2": {model: [{"accuracy": acc, "f1": acc - 0.1}]
+                         for model, acc in (("twin", 0.60), ("pplug", 0.55), ("rag", 0.35), ("none", 0.33))}}
+LAMP2_SCORES = {"LaMP-2": {model: [1.0, 0.0, 1.0, 1.0] for model in LAMP2_RUNS["LaMP-2"]}}
+
+
+def protocol(tmp_path, **changes) -> TrainConfig:
+    """The published protocol: LaMP's time-based split, frozen Flan-T5-XXL, k=4, 256 tokens, 4 beams."""
+    cfg = TrainConfig(data_dir=str(tmp_path / "data" / "lamp" / "time"), llm="google/flan-t5-xxl",
+                      encoder="BAAI/bge-base-en-v1.5", tasks=["LaMP-2"], models=list(LAMP2_RUNS["LaMP-2"]),
+                      rag_k=4, retriever="bm25", max_input_tokens=256, num_beams=4)
+    return dataclasses.replace(cfg, **changes)
+
+
+def test_published_figures_stand_beside_the_measured_ones_when_the_protocol_matches(tmp_path):
+    cfg = protocol(tmp_path)
+    assert all(published_protocol_gaps(cfg, model) == [] for model in cfg.models)
+    table = comparison_table(cfg, LAMP2_RUNS, LAMP2_SCORES)
+    assert table["LaMP-2"]["pplug"]["published"] == {"accuracy": 0.565, "f1": 0.501}
+    assert table["LaMP-2"]["rag"]["published"] == {"accuracy": 0.345}  # no F1 published for BM25
+    assert table["LaMP-2"]["none"]["published"] == {"accuracy": 0.326, "f1": 0.255}
+    assert "published" not in table["LaMP-2"]["twin"]
+    assert table["LaMP-2"]["pplug"]["accuracy"] == 0.55  # the measured figure stays what was measured
+    text = markdown(table, "python train.py --config config/lamp/LaMP-2.yaml", seeds=1)
+    assert "| LaMP-2 | accuracy | accuracy (published) | f1 | f1 (published) | p vs twin |" in text
+    assert "| PPlug (pplug) | 0.5500 ± 0.0000 | 0.565 | 0.4500 ± 0.0000 | 0.501 |" in text
+    assert "| frozen LLM + retrieved profile items (rag) | 0.3500 ± 0.0000 | 0.345 | 0.2500 ± 0.0000 |  |" in text
+    assert "(published): the figure PPlug paper" in text and "not measured here" in text
+    # A local folder of the same model is the same model; the test split has PPlug's test figures.
+    same = comparison_table(protocol(tmp_path, llm="/models/flan-t5-xxl", eval_split="test"), LAMP2_RUNS, LAMP2_SCORES)
+    assert same["LaMP-2"]["pplug"]["published"] == {"accuracy": 0.559, "f1": 0.495}
+    assert "published" not in same["LaMP-2"]["none"]  # nothing published for it on test
+
+
+@pytest.mark.parametrize("change,gap", [
+    ({"num_beams": 1}, "num_beams is 1, not 4"),
+    ({"max_input_tokens": 512}, "max_input_tokens is 512, not 256"),
+    ({"llm": "Qwen/Qwen2.5-7B-Instruct"}, "llm Qwen/Qwen2.5-7B-Instruct is not google/flan-t5-xxl"),
+    ({"data_dir": "data/lamp"}, "data_dir data/lamp is not LaMP's time-based split"),
+    ({"data_dir": "embedded"}, "data_dir embedded is not LaMP's time-based split"),
+    ({"max_eval_examples": 100}, "max_eval_examples=100 scores part of the dev split"),
+])
+def test_no_published_figure_when_the_protocol_differs(tmp_path, change, gap):
+    cfg = protocol(tmp_path, **change)
+    table = comparison_table(cfg, LAMP2_RUNS, LAMP2_SCORES)
+    assert not any("published" in values for values in table["LaMP-2"].values())
+    gaps = published_protocol_gaps(cfg, "pplug")
+    assert any(gap in line for line in gaps)
+    text = markdown(table, "python train.py", seeds=1, protocol_gaps=gaps)
+    assert "(published)" not in text and "No published figure where the protocol differs" in text and gap in text
+
+
+def test_a_retriever_off_protocol_drops_only_rags_figure(tmp_path):
+    for change in ({"retriever": "dense"}, {"rag_k": 1}):
+        table = comparison_table(protocol(tmp_path, **change), LAMP2_RUNS, LAMP2_SCORES)
+        assert "published" not in table["LaMP-2"]["rag"]
+        assert table["LaMP-2"]["pplug"]["published"]["accuracy"] == 0.565

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from dataset.tasks import TASKS, get_task
+from trainers.compare import PValue, comparison_table, markdown, paired_bootstrap_p
+from trainers.config import TrainConfig
 from trainers.evaluate import main
 from trainers.metrics import (METRIC_NAMES, classification_metrics, label_index, parse_rating, rating_metrics,
                               rating_value, rouge_metrics, task_metrics)
@@ -197,3 +199,34 @@ def test_cli_runs_as_a_module(tmp_path):
     assert result.returncode == 0, result.stderr
     # As in test_rouge_one_and_l_by_hand: ROUGE-1 1, ROUGE-L 3/5.
     assert json.loads(result.stdout) == {"rouge-1": pytest.approx(1.0), "rouge-L": pytest.approx(0.6)}
+
+
+# --- significance against twin in the comparison table -----------------------------------------------------
+
+
+def test_a_bootstrap_that_never_crosses_zero_reports_a_bound_never_zero():
+    assert paired_bootstrap_p([0.9] * 50, [0.1] * 50) == PValue(1 / 2001, bound=True)
+    assert str(paired_bootstrap_p([0.9] * 50, [0.1] * 50)) == "< 5.0e-04"
+    assert paired_bootstrap_p([0.9] * 50, [0.1] * 50, resamples=99) == PValue(0.01, bound=True)
+    crossing = paired_bootstrap_p([0.5, 0.6, 0.4, 0.5, 0.7], [0.5, 0.4, 0.6, 0.5, 0.3])
+    assert not crossing.bound and str(crossing) == f"{crossing.value:.3g}" and crossing.value > 0.2
+
+
+def test_the_comparison_table_keeps_the_bound_as_a_number_and_prints_it_as_one():
+    # LaMP-3 (MAE first): the bootstrap. twin is 1 off on every example, none 3 off.
+    runs = {"LaMP-3": {"twin": [{"mae": 1.0, "rmse": 1.0}], "none": [{"mae": 3.0, "rmse": 3.0}],
+                       "mean": [{"mae": 1.1, "rmse": 1.2}]},
+            # LaMP-1 (accuracy first): McNemar, whose tail underflows to 0.0 for 1200 one-way pairs.
+            "LaMP-1": {"twin": [{"accuracy": 1.0, "f1": 1.0}], "none": [{"accuracy": 0.0, "f1": 0.0}]}}
+    scores = {"LaMP-3": {"twin": [1.0] * 40, "none": [3.0] * 40, "mean": [0.5, 1.5] * 20},
+              "LaMP-1": {"twin": [1.0] * 1200, "none": [0.0] * 1200}}
+    table = comparison_table(TrainConfig(), runs, scores)
+    assert table["LaMP-3"]["none"]["p_vs_twin"] == pytest.approx(1 / 2001)
+    assert table["LaMP-3"]["none"]["p_vs_twin_text"] == "< 5.0e-04"
+    assert table["LaMP-3"]["mean"]["p_vs_twin"] > 0 and not table["LaMP-3"]["mean"]["p_vs_twin_text"].startswith("<")
+    assert table["LaMP-1"]["none"]["p_vs_twin"] > 0 and table["LaMP-1"]["none"]["p_vs_twin_text"].startswith("< ")
+    assert "p_vs_twin" not in table["LaMP-3"]["twin"]
+    json.dumps(table, allow_nan=False)  # plain numbers only
+    text = markdown(table, "python train.py --models=twin,none,mean", seeds=1)
+    assert "| frozen LLM, no personalization (none) | 3.0000 ± 0.0000 | 3.0000 ± 0.0000 | < 5.0e-04 |" in text
+    assert "| 0 |" not in text and "| 0.0 |" not in text

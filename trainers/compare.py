@@ -7,12 +7,20 @@ already holds metrics.json is reused, so a comparison that was stopped continues
 left off when started again with the same --run_name. The parent folder gets:
 
     comparison.json  {"<task>": {"<model>": {"<metric>": mean, "<metric>_std": std,
-                                             "p_vs_twin": p}}}
-    comparison.md    one table per task; the command that made it
+                                             "p_vs_twin": p, "p_vs_twin_text": "0.0123" or "< 5.0e-04",
+                                             "published": {"<metric>": figure}}}}
+    comparison.md    one table per task, the published figures beside the measured ones;
+                     the command that made it
     comparison.png   the first metric of each task, mean +- std over seeds
 
 p_vs_twin is a paired test of the task's first metric against twin over the same dev
 examples and seeds: exact McNemar for accuracy, a paired bootstrap for MAE and ROUGE.
+When no bootstrap resample favours the other side, the p-value is only known to be below
+the test's resolution: p_vs_twin is then that bound and p_vs_twin_text says "< bound".
+
+"published" holds the figure the literature reports for the same method, task, split and
+metric (PUBLISHED), only when the run follows the protocol those figures were measured
+under (published_protocol_gaps); otherwise the table says why there is none.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from accelerate import PartialState
@@ -30,12 +40,49 @@ from scipy.stats import binomtest
 
 from dataset.atomic import atomic_write_text
 from dataset.lamp import read_outputs
+from dataset.layout import TIME_FOLDER
 from dataset.tasks import get_task
 from trainers.metrics import example_scores
 from trainers.builder import load_datasets
 from trainers.run import MODEL_NAMES, run, write_json
 
 BOOTSTRAP_SAMPLES = 2000
+
+# Figures published for frozen Flan-T5-XXL on LaMP's time-based split (k=4 retrieval,
+# 256-token LLM input, 4 beams, LaMP's metrics): the PPlug paper (Liu et al. 2024, v2,
+# tables 1-3 and 6-8) and Salemi et al. 2024 (ROPG/RSPG). Keyed by (model, split), then
+# task, then metric; a metric a paper does not report is absent. PPlug with BGE top-1
+# retrieval is left out: no model here runs it.
+PUBLISHED_SOURCE = "PPlug paper (Liu et al. 2024, v2) and Salemi et al. 2024"
+PUBLISHED: dict[tuple[str, str], dict[str, dict[str, float]]] = {
+    ("none", "dev"): {
+        "LaMP-1": {"accuracy": 0.498}, "LaMP-2": {"accuracy": 0.326, "f1": 0.255},
+        "LaMP-3": {"mae": 0.335, "rmse": 0.639}, "LaMP-4": {"rouge-1": 0.173, "rouge-L": 0.157},
+        "LaMP-5": {"rouge-1": 0.472, "rouge-L": 0.419}, "LaMP-7": {"rouge-1": 0.454, "rouge-L": 0.401}},
+    ("rag", "dev"): {  # BM25, k=4
+        "LaMP-1": {"accuracy": 0.629}, "LaMP-2": {"accuracy": 0.345}, "LaMP-3": {"mae": 0.293},
+        "LaMP-4": {"rouge-1": 0.192}, "LaMP-5": {"rouge-1": 0.467}, "LaMP-7": {"rouge-1": 0.451}},
+    ("pplug", "dev"): {
+        "LaMP-1": {"accuracy": 0.680}, "LaMP-2": {"accuracy": 0.565, "f1": 0.501},
+        "LaMP-3": {"mae": 0.231, "rmse": 0.534}, "LaMP-4": {"rouge-1": 0.216, "rouge-L": 0.197},
+        "LaMP-5": {"rouge-1": 0.487, "rouge-L": 0.436}, "LaMP-7": {"rouge-1": 0.534, "rouge-L": 0.484}},
+    ("pplug", "test"): {
+        "LaMP-1": {"accuracy": 0.700}, "LaMP-2": {"accuracy": 0.559, "f1": 0.495},
+        "LaMP-3": {"mae": 0.242, "rmse": 0.557}, "LaMP-4": {"rouge-1": 0.211, "rouge-L": 0.193},
+        "LaMP-5": {"rouge-1": 0.487, "rouge-L": 0.439}, "LaMP-7": {"rouge-1": 0.537, "rouge-L": 0.484}},
+}
+PUBLISHED_LLM = "flan-t5-xxl"  # google/flan-t5-xxl, or a local folder of that name
+
+
+@dataclass(frozen=True)
+class PValue:
+    """A p-value as a test can state it: exact, or only bounded from above."""
+
+    value: float  # the p-value, or its upper bound when `bound`
+    bound: bool = False  # the test could not resolve it: the p-value is below `value`
+
+    def __str__(self) -> str:
+        return f"< {self.value:.1e}" if self.bound else f"{self.value:.3g}"
 
 
 def mcnemar_p(correct_a: list[float], correct_b: list[float]) -> float:
@@ -47,20 +94,87 @@ def mcnemar_p(correct_a: list[float], correct_b: list[float]) -> float:
     return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
-def paired_bootstrap_p(scores_a: list[float], scores_b: list[float], seed: int = 0) -> float:
-    """Two-sided paired bootstrap: how often the resampled mean difference crosses zero."""
+def paired_bootstrap_p(scores_a: list[float], scores_b: list[float], seed: int = 0,
+                       resamples: int = BOOTSTRAP_SAMPLES) -> PValue:
+    """Two-sided paired bootstrap: how often the resampled mean difference crosses zero.
+
+    When no resample crosses, `resamples` draws cannot tell the p-value from 0; it is
+    reported as below 1 / (resamples + 1), never as 0.
+    """
     diff = np.asarray(scores_a) - np.asarray(scores_b)
     rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(BOOTSTRAP_SAMPLES, len(diff)))].mean(axis=1)
-    return float(min(1.0, 2 * min((means <= 0).mean(), (means >= 0).mean())))
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    p = float(min(1.0, 2 * min((means <= 0).mean(), (means >= 0).mean())))
+    return PValue(1 / (resamples + 1), bound=True) if p == 0 else PValue(p)
 
 
-def significance(task_name: str, scores: dict[str, list[float]], reference: str = "twin") -> dict[str, float]:
+def significance(task_name: str, scores: dict[str, list[float]], reference: str = "twin") -> dict[str, PValue]:
     """model -> p-value against `reference`; scores: model -> per-(seed, example) values."""
     if reference not in scores:
         return {}
-    test = mcnemar_p if get_task(task_name).metrics[0] == "accuracy" else paired_bootstrap_p
-    return {model: test(scores[reference], values) for model, values in scores.items() if model != reference}
+    out = {}
+    for model, values in scores.items():
+        if model == reference:
+            continue
+        if get_task(task_name).metrics[0] != "accuracy":
+            out[model] = paired_bootstrap_p(scores[reference], values)
+            continue
+        p = mcnemar_p(scores[reference], values)
+        # Thousands of discordant pairs all one way underflow the exact binomial tail to 0.0.
+        out[model] = PValue(p) if p > 0 else PValue(sys.float_info.min, bound=True)
+    return out
+
+
+def published_protocol_gaps(cfg, model: str) -> list[str]:
+    """How `model`'s run differs from the protocol PUBLISHED was measured under ([] = the same).
+
+    Compared: LaMP data in its time-based split (a data folder named time/, in either
+    layout), frozen Flan-T5-XXL, 256 LLM input tokens, 4 beams, the whole evaluation split,
+    and for `rag` BM25 with k=4. The metrics are LaMP's own wherever they are computed.
+    """
+    gaps = []
+    if cfg.data_dir == "embedded" or Path(cfg.data_dir).name != TIME_FOLDER:
+        gaps.append(f"data_dir {cfg.data_dir} is not LaMP's time-based split (a folder named {TIME_FOLDER}/)")
+    if Path(cfg.llm).name.lower() != PUBLISHED_LLM:
+        gaps.append(f"llm {cfg.llm} is not google/{PUBLISHED_LLM}")
+    if cfg.max_input_tokens != 256:
+        gaps.append(f"max_input_tokens is {cfg.max_input_tokens}, not 256")
+    if cfg.num_beams != 4:
+        gaps.append(f"num_beams is {cfg.num_beams}, not 4")
+    if cfg.max_eval_examples:
+        gaps.append(f"max_eval_examples={cfg.max_eval_examples} scores part of the {cfg.eval_split} split, not all")
+    if model == "rag" and (cfg.rag_k != 4 or cfg.retriever != "bm25"):
+        gaps.append(f"rag uses {cfg.retriever} with k={cfg.rag_k}, not bm25 with k=4")
+    return gaps
+
+
+def published_figures(cfg, model: str, task: str) -> dict[str, float]:
+    """{metric: published figure} for `model` on `task` and cfg.eval_split; {} when the
+    protocol differs (published_protocol_gaps) or nothing is published for it."""
+    if published_protocol_gaps(cfg, model):
+        return {}
+    return dict(PUBLISHED.get((model, cfg.eval_split), {}).get(get_task(task).name, {}))
+
+
+def comparison_table(cfg, per_seed_metrics: dict[str, dict[str, list[dict]]],
+                     scores: dict[str, dict[str, list[float]]]) -> dict:
+    """The comparison.json table: per task and model the mean and std over seeds, the
+    p-value against twin and, when the protocol matches, the published figures.
+
+    per_seed_metrics: task -> model -> [metrics of each seed]; scores: task -> model ->
+    per-(seed, example) values of the task's first metric.
+    """
+    table = {task: {model: summarize(runs) for model, runs in models.items()}
+             for task, models in per_seed_metrics.items()}
+    for task, models in table.items():
+        for model, p in significance(task, scores.get(task, {})).items():
+            models[model]["p_vs_twin"] = p.value
+            models[model]["p_vs_twin_text"] = str(p)
+        for model, values in models.items():
+            published = published_figures(cfg, model, task)
+            if published:
+                values["published"] = published
+    return table
 
 
 def summarize(per_seed: list[dict]) -> dict[str, float]:
@@ -73,18 +187,37 @@ def summarize(per_seed: list[dict]) -> dict[str, float]:
     return out
 
 
-def markdown(table: dict, command: str, seeds: int) -> str:
-    lines = [f"Dev results, mean ± std over {seeds} seed{'s' if seeds > 1 else ''}; p: paired test of the "
-             f"first metric against twin (McNemar for accuracy, paired bootstrap otherwise).", "",
+def markdown(table: dict, command: str, seeds: int, split: str = "dev", protocol_gaps: Sequence[str] = ()) -> str:
+    """comparison.md: one table per task, each metric followed by its published figure when
+    any model of the task has one; `protocol_gaps` (why there are none) closes the header."""
+    lines = [f"{split.capitalize()} results, mean ± std over {seeds} seed{'s' if seeds > 1 else ''}; p: paired "
+             f"test of the first metric against twin (McNemar for accuracy, paired bootstrap otherwise).", "",
              f"    {command}", ""]
+    if any("published" in values for models in table.values() for values in models.values()):
+        lines += [f"(published): the figure {PUBLISHED_SOURCE} report for the same method, task, split and "
+                  f"metric under this protocol; not measured here.", ""]
+    if protocol_gaps:
+        lines += ["No published figure where the protocol differs from theirs: " + "; ".join(protocol_gaps)
+                  + ".", ""]
     for task, models in table.items():
-        metrics = [k for k in next(iter(models.values())) if not k.endswith("_std") and k != "p_vs_twin"]
-        lines.append(f"| {task} | " + " | ".join(metrics) + " | p vs twin |")
-        lines.append("|---" * (len(metrics) + 2) + "|")
+        header, columns = [], []
+        for metric in get_task(task).metrics:
+            header.append(metric)
+            columns.append((metric, False))
+            if any(metric in values.get("published", {}) for values in models.values()):
+                header.append(f"{metric} (published)")
+                columns.append((metric, True))
+        lines.append(f"| {task} | " + " | ".join(header) + " | p vs twin |")
+        lines.append("|---" * (len(header) + 2) + "|")
         for model, values in models.items():
-            cells = [f"{values[m]:.4f} ± {values[m + '_std']:.4f}" for m in metrics]
-            p = values.get("p_vs_twin")
-            cells.append("" if p is None else f"{p:.3g}")
+            cells = []
+            for metric, published in columns:
+                if published:
+                    figure = values.get("published", {}).get(metric)
+                    cells.append("" if figure is None else f"{figure:.3f}")
+                else:
+                    cells.append(f"{values[metric]:.4f} ± {values[metric + '_std']:.4f}")
+            cells.append(values.get("p_vs_twin_text", ""))
             lines.append(f"| {MODEL_NAMES[model]} ({model}) | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -140,17 +273,16 @@ def compare(cfg) -> dict:
                 scores.setdefault(task, {}).setdefault(model, []).extend(
                     example_scores(get_task(task), [predictions[i] for i in ids], [golds[task][i] for i in ids]))
 
-    table = {task: {model: summarize(runs) for model, runs in models.items()}
-             for task, models in per_seed_metrics.items()}
-    for task, models in table.items():
-        for model, p in significance(task, scores[task]).items():
-            models[model]["p_vs_twin"] = p
+    table = comparison_table(cfg, per_seed_metrics, scores)
     if not PartialState().is_main_process:
         return table
     command = "python train.py " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python train.py"
     write_json(parent / "comparison.json", table)
-    atomic_write_text(parent / "comparison.md", markdown(table, command, cfg.seeds))
-    bar_chart(table, parent / "comparison.png")
+    gaps = [gap for model in cfg.models for gap in published_protocol_gaps(cfg, model)]
+    atomic_write_text(parent / "comparison.md", markdown(table, command, cfg.seeds, cfg.eval_split,
+                                                         list(dict.fromkeys(gaps))))
+    if table:  # a split without golds (LaMP's test split) gives predictions, no table to plot
+        bar_chart(table, parent / "comparison.png")
     print(f"\n{(parent / 'comparison.md').read_text()}\nrun folder: {parent}")
     return table
 
