@@ -1,8 +1,8 @@
 """Train and evaluate Behavioral Twin.
 
     python train.py                                     # the embedded offline default
-    python train.py --config config/flan_t5_xxl_bge_lamp1.yaml --lr=3e-4
-    accelerate launch --config_file config/ds_config.yaml train.py --config config/qwen_bge_lamp1.yaml
+    python train.py --config config/lamp/LaMP-1.yaml --lr=3e-4
+    accelerate launch --config_file config/ds_config.yaml train.py --config config/lamp/LaMP-1.yaml
     python train.py --mode=eval_only --resume_from=saved/<run>
     python train.py --models=twin,pplug,none,rag,prompt_tuning,mean --seeds=3   # comparison table
     python train.py --help                              # every setting with its meaning

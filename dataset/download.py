@@ -384,8 +384,8 @@ def download_lamp(tasks: Iterable[str], out_dir: str | os.PathLike, split_kind: 
     return downloaded
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 on success, 1 on a download error)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m dataset.download``."""
     parser = argparse.ArgumentParser(prog="python -m dataset.download", description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", required=True,
                         help=f"comma-separated task names, e.g. LaMP-1,LaMP-2, or 'all' ({','.join(PUBLIC_TASKS)})")
@@ -399,6 +399,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds before the first retry; doubles with each retry")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds without data before a retry")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0 on success, 1 on a download error)."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.retries < 0 or args.backoff < 0 or args.timeout <= 0:
         parser.error("--retries and --backoff must be >= 0 and --timeout > 0")

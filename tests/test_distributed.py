@@ -127,8 +127,10 @@ def test_shipped_deepspeed_configs_fit_the_shipped_experiments(accelerate_yaml, 
             plugin.gradient_accumulation_steps, plugin.gradient_clipping) == \
         (launch["zero_stage"], launch["offload_optimizer_device"], launch["offload_param_device"],
          launch["gradient_accumulation_steps"], launch["gradient_clipping"])
-    for experiment in ("flan_t5_xxl_bge_lamp1.yaml", "qwen_bge_lamp1.yaml"):
-        cfg = config_lib.TrainConfig(**yaml.safe_load((ROOT / "config" / experiment).read_text()))
+    experiments = sorted((ROOT / "config" / "lamp").glob("*.yaml"))
+    assert len(experiments) == 6
+    for experiment in experiments:
+        cfg = config_lib.TrainConfig(**yaml.safe_load(experiment.read_text()))
         assert config_lib.launch_problems(cfg, env) == []
 
 

@@ -5,14 +5,79 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import shlex
 import shutil
+from pathlib import Path
 
 import pytest
+import yaml
+from accelerate.commands.config.config_args import load_config_from_file
 
+from dataset.download import build_parser, local_root
 from dataset.embedded.lamp7 import generate_embedded_lamp7
+from dataset.layout import PUBLIC_TASKS
 from test_training import run_script
 from trainers.compare import comparison_table, markdown, published_protocol_gaps
-from trainers.config import TrainConfig
+from trainers.config import MODELS, TrainConfig, resolve_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "config").rglob("*.yaml"))
+KIT = sorted((ROOT / "config" / "lamp").glob("*.yaml"))
+
+
+def is_accelerate_config(path: Path) -> bool:
+    """accelerate's launch configs (config/*.yaml) name a compute environment; experiments never do."""
+    return "compute_environment" in yaml.safe_load(path.read_text())
+
+
+# --- the experiment YAMLs and the data folder they read --------------------------------------------------
+
+
+def readme_download_roots() -> set[str]:
+    """Every --data_dir the README's download commands fill, parsed as the downloader parses them."""
+    roots = set()
+    for line in (ROOT / "README.md").read_text().splitlines():
+        match = re.search(r"python -m dataset\.download (.*)", line)
+        if match and "--out" in match.group(1):
+            args = build_parser().parse_args(shlex.split(match.group(1)))
+            roots.add(local_root(args.out, args.split).as_posix())
+    return roots
+
+
+def test_every_shipped_experiment_reads_where_the_readmes_download_puts_the_data():
+    roots = readme_download_roots()
+    assert roots == {"data/lamp", "data/lamp/time"}
+    experiments = [path for path in CONFIGS if not is_accelerate_config(path)]
+    assert experiments == KIT
+    for path in experiments:
+        data_dir = yaml.safe_load(path.read_text())["data_dir"]
+        assert data_dir in roots, f"{path.relative_to(ROOT)} reads {data_dir}; the README downloads to {roots}"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "config")))
+def test_every_yaml_under_config_loads_and_validates(path, tmp_path):
+    if is_accelerate_config(path):
+        load_config_from_file(str(path))  # accelerate's own reader: unknown keys are an error
+        return
+    for model in MODELS:  # the same file serves every method
+        cfg = resolve_config(None, str(path), {"model": model, "data_dir": str(tmp_path)}, environ={})
+        assert cfg.model == model
+
+
+def test_the_kit_has_one_experiment_per_public_task_at_the_published_protocol():
+    assert [path.stem for path in KIT] == list(PUBLIC_TASKS)
+    for path in KIT:
+        cfg = TrainConfig(**yaml.safe_load(path.read_text()))
+        assert cfg.tasks == [path.stem]
+        assert (cfg.llm, cfg.encoder, cfg.rag_k, cfg.retriever, cfg.max_input_tokens, cfg.num_beams) == \
+            ("google/flan-t5-xxl", "BAAI/bge-base-en-v1.5", 4, "bm25", 256, 4)
+        # PPlug's run_all_t5.sh: weight decay 1e-4, 2 epochs (LaMP-3: 1), batch 2 x 8, augmentation 10.
+        assert (cfg.lr, cfg.weight_decay, cfg.warmup_ratio, cfg.batch_size, cfg.grad_accum, cfg.pplug_augment) == \
+            (1e-4, 1e-4, 0.05, 2, 8, 10)
+        assert cfg.epochs == (1 if path.stem == "LaMP-3" else 2)
+        # What comparison.md checks before it shows the published figures.
+        assert all(published_protocol_gaps(cfg, model) == [] for model in MODELS)
 
 
 def test_a_split_without_golds_writes_submit_ready_predictions_for_every_task(tmp_path, tiny_model_dirs,

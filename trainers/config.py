@@ -80,8 +80,9 @@ class TrainConfig:
     tasks: list[str] = field(default_factory=lambda: ["LaMP-1"])
     """Task names, e.g. ['LaMP-1']; on the command line --tasks=LaMP-1,LaMP-3."""
     data_dir: str = "embedded"
-    """Folder in LaMP's layout (DATA_DIR/LaMP_<i>/{split}_questions.json ...), or 'embedded' for the
-    generated offline task (written once under `cache_dir`)."""
+    """Folder of LaMP's files, in the downloader's layout (DATA_DIR/LaMP_<i>/{split}_questions.json ...) or
+    LaMP's own (DATA_DIR/LaMP_<i>/{split}/..., LaMP_2/new/...; see dataset/layout.py), e.g. data/lamp/time
+    for the time-based split; or 'embedded' for the generated offline task (written once under `cache_dir`)."""
     embedded_seed: int = 0
     """Seed of the generated embedded task."""
     train_split: str = "train"
