@@ -95,19 +95,3 @@ def test_choice_settings_and_the_model_share_one_list_of_values():
         FrozenLLM(None, None, "decoder", "", prompt_position="middle")
     assert {"mode", "pooling", "llm_dtype", "prompt_position", "qformer_init"} <= set(config_lib.CHOICE_FIELDS)
     assert config_lib.choices(config_lib.CHOICE_FIELDS["pooling"]) == ("", "cls", "mean")
-
-
-def test_shipped_experiment_configs_are_valid(tmp_path):
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[1] / "config"
-    experiments = [p for p in root.glob("*.yaml") if "distributed_type" not in p.read_text()]
-    assert experiments
-    (tmp_path / "data" / "LaMP" / "time").mkdir(parents=True)
-    import os
-    cwd = os.getcwd()
-    os.chdir(tmp_path)  # the configs point at data/LaMP/time relative to the checkout
-    try:
-        for path in experiments:
-            config_lib.resolve_config(None, str(path), None)
-    finally:
-        os.chdir(cwd)
