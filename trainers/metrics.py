@@ -11,6 +11,24 @@ Generation (LaMP-4..7): ROUGE-1 and ROUGE-L F-measure per example, averaged.
 
 Every metric name a TaskSpec may list is a key of METRIC_GROUPS; task_metrics computes
 exactly the names the spec lists.
+
+Where LaMP's official scorer (`eval/evaluation.py`) and this one differ (the only places):
+
+- ROUGE aggregation. LaMP calls `evaluate.load("rouge")`, which reports the "mid" (median)
+  of a `rouge_score` BootstrapAggregator's 1000 resampled means, drawn from numpy's global
+  RNG without a seed: a random estimate that changes from run to run. We report the exact
+  mean it estimates (same tokenizer, no stemmer, same per-example F-measures).
+  `python -m bench.scorer_gap` replays LaMP's aggregation and measures the gap on
+  LaMP-7-like predictions (RESULTS.md, "LaMP's official ROUGE against ours"): it stays
+  far below the three decimals papers report.
+- "nan" and "inf" LaMP-3 ratings. LaMP's `float()` parses them as numbers, and its MAE
+  and RMSE (`evaluate`, i.e. scikit-learn) then refuse the whole file ("Input contains
+  NaN"/"infinity"): no score at all. We count them as unparseable, like any other text,
+  so the example scores the worst rating (parse_rating).
+- LaMP-2's label list. `eval/evaluation.py` still lists the retired news categories for
+  "LaMP_2"; scored against movie tags every gold and prediction would map to -1 (accuracy
+  1.0, F1 0.0 whatever was predicted). We use the movie tags of LaMP's `data/datasets.py`,
+  the list LaMP's own training code scores with (dataset.tasks.LAMP2_MOVIE_TAGS).
 """
 
 from __future__ import annotations
@@ -54,8 +72,8 @@ def parse_rating(text: str) -> float | None:
     """The number `text` holds ("4", " 3.0 "), or None when it holds none.
 
     Like LaMP this is Python's float(), so any number counts, even outside 1-5. Unlike
-    LaMP, "nan" and "inf" count as unparseable: taken as numbers they would turn the
-    whole run's MAE into nan or inf instead of one bad example's worst-case error.
+    LaMP, "nan" and "inf" count as unparseable (see the module docstring): LaMP's scorer
+    takes them as numbers and then cannot score the file at all.
     """
     try:
         value = float(text.strip())
@@ -98,7 +116,8 @@ def rouge_metrics(predictions: list[str], golds: list[str]) -> dict[str, float]:
     Scored with `rouge_score` and no stemmer, which is what LaMP's `evaluate.load("rouge")`
     runs by default (its tokenizer lowercases and keeps only [a-z0-9] runs). That wrapper
     reports the "mid" of a bootstrap resampling of the per-example scores, a random
-    estimate of their mean; we report the exact mean, which it approximates.
+    estimate of their mean; we report the exact mean, which it approximates (module
+    docstring).
     """
     _check_lengths(predictions, golds)
     scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=False)
