@@ -230,3 +230,17 @@ def test_the_comparison_table_keeps_the_bound_as_a_number_and_prints_it_as_one()
     text = markdown(table, "python train.py --models=twin,none,mean", seeds=1)
     assert "| frozen LLM, no personalization (none) | 3.0000 ± 0.0000 | 3.0000 ± 0.0000 | < 5.0e-04 |" in text
     assert "| 0 |" not in text and "| 0.0 |" not in text
+
+
+def test_the_replayed_official_rouge_is_a_random_estimate_of_our_exact_mean():
+    from bench.scorer_gap import official_rouge
+    words = "the cat sat on a mat while dogs ran home fast and birds sang at dawn".split()
+    golds = [" ".join(words[i % 7:i % 7 + 6]) for i in range(40)]
+    predictions = [" ".join(words[i % 5:i % 5 + 1 + i % 6]) for i in range(40)]  # overlaps of many sizes
+    exact = rouge_metrics(predictions, golds)
+    draws = [official_rouge(predictions, golds, seed) for seed in range(5)]
+    assert draws[0] == official_rouge(predictions, golds, 0)  # seeded here; LaMP's is not
+    assert len({draw["rouge-1"] for draw in draws}) > 1  # a random estimate ...
+    assert all(abs(draw[m] - exact[m]) < 0.15 for draw in draws for m in exact)  # ... of the mean
+    same = official_rouge(["a b c"] * 5, ["a b d"] * 5, seed=0)  # no spread: the median is the mean
+    assert same == pytest.approx(rouge_metrics(["a b c"] * 5, ["a b d"] * 5))
