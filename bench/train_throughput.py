@@ -5,8 +5,8 @@
 One training step (forward, backward, gradient clipping, AdamW step) of the run that
 `python train.py` makes, with the same settings (by default the embedded default: MiniLM
 encoders, SmolLM2-135M in bf16, batch 8, embedded LaMP-1 train split), is timed in four
-variants, on the same batches, interleaved step by step so that a change in the machine's
-load hits all alike (and each goes first in turn):
+variants and against the limit, on the same batches, interleaved step by step so that a
+change in the machine's load hits all alike (and each goes first in turn):
   store        history rows read from the history store (filled once before timing, reported apart)
   store_prefix_recomputed
                as store, but the LLM runs its instruction prefix in every step instead of
@@ -14,12 +14,16 @@ load hits all alike (and each goes first in turn):
   uncached     the frozen encoder encodes every history item of every batch, each item
                padded to the longest of its encoding micro-batch
   seed_style   as uncached, but every item padded (and truncated) to 512 tokens, as the seed did
+  llm_only     the limit: the frozen LLM's forward and backward alone, on the same inputs and
+               targets, with leaf soft-prompt tensors of the store's shape [B, Q, D] in place of
+               the model's (no encoder, Q-Former, projection, label head nor optimizer step)
 Medians over `--steps` timed steps after `--warmup` untimed ones. Also timed: the part of
 each step spent in the history encoder, which is all that differs between store, uncached
-and seed_style.
+and seed_style. `limit_ratio` = llm_only step / store step: the share of the store's step
+that no method feeding the LLM Q soft prompts can avoid (1.0 = nothing else costs anything).
 `--key=value` settings and `--config FILE` are train.py's (e.g. --llm_dtype=float32 for a
 CPU without bf16, --batch_size=4, --mixed_precision=bf16, --encoder=<folder>).
-Prints a table and writes saved/bench/train_throughput.json.
+Prints a table, writes saved/bench/train_throughput.json and its section of RESULTS.md.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ import tempfile
 import torch
 
 from trainers import config as config_lib
-from bench.common import Clock, autocast, default_config, each_first_in_turn, machine_info, write_report
+from bench.common import (RESULTS, Clock, autocast, default_config, each_first_in_turn, machine_info, write_report,
+                          write_results_section)
 from dataset.collate import collate
 from dataset.history_store import HistoryStore
 from model import BehavioralEncoder, BehavioralTwin
@@ -41,10 +46,12 @@ from trainers.trainer import epoch_order, make_optimizer
 
 SEED_MAX_LENGTH = 512  # the seed padded every history item to this many tokens
 RECOMPUTES_PREFIX = "store_prefix_recomputed"
+LLM_ONLY = "llm_only"
 LABELS = {"store": "store (rows read from disk)",
           RECOMPUTES_PREFIX: "store, LLM prefix recomputed every step",
           "uncached": "uncached (encoded every step)",
-          "seed_style": "seed style (encoded every step, padded to 512)"}
+          "seed_style": "seed style (encoded every step, padded to 512)",
+          LLM_ONLY: "LLM only (leaf soft prompts; the limit)"}
 
 
 def history_sources(encoder: BehavioralEncoder, store: HistoryStore,
@@ -69,13 +76,25 @@ def time_in_module(module: torch.nn.Module, clock: Clock) -> list[float]:
     return spent
 
 
+def leaf_prompts(twin: BehavioralTwin, batches: list) -> list[torch.Tensor]:
+    """Per batch, [B, Q, D] float32 leaves at the LLM's embedding scale: what llm_only feeds the
+    LLM in place of the projection's output (same shape and dtype)."""
+    generator = torch.Generator().manual_seed(0)
+    shape = (twin.qformer.num_queries, twin.llm.hidden_size)
+    return [(torch.randn(len(b), *shape, generator=generator) * twin.llm.embedding_rms).to(twin.llm.device)
+            .requires_grad_() for b in batches]
+
+
 def measure(twin: BehavioralTwin, sources: dict[str, BehavioralEncoder], batches: list, warmup: int,
             cfg: config_lib.TrainConfig) -> dict:
-    """-> {variant: {"step_s": [...], "history_s": [...], "first_loss": float}}; timed steps only."""
+    """-> {variant: {"step_s": [...], "history_s": [...], "first_loss": float}}; timed steps only.
+    Variants: one per history source, and llm_only (no history encoder: history_s 0)."""
     clock = Clock(twin.llm.device)
     optimizer = make_optimizer(twin, cfg)  # the trainer's AdamW and parameter groups
     prefix_cache = twin.llm.cache_prefix
     results = {name: {"step_s": [], "history_s": time_in_module(source, clock)} for name, source in sources.items()}
+    results[LLM_ONLY] = {"step_s": [], "history_s": []}
+    prompts = leaf_prompts(twin, batches)
 
     def switch_to(name: str) -> None:
         twin.behavioral_encoder = sources[name]
@@ -87,19 +106,30 @@ def measure(twin: BehavioralTwin, sources: dict[str, BehavioralEncoder], batches
         with torch.no_grad(), autocast(cfg, twin.llm.device):
             results[name]["first_loss"] = twin(batches[0]).item()
         results[name]["history_s"].clear()
+    with torch.no_grad(), autocast(cfg, twin.llm.device):
+        results[LLM_ONLY]["first_loss"] = twin.llm.loss(prompts[0], batches[0].inputs, batches[0].targets).item()
 
     twin.train()
-    names = list(sources)
+    names = [*sources, LLM_ONLY]
     for step, batch in enumerate(batches):
         for name in each_first_in_turn(names, step):
-            switch_to(name)
-            start = clock()
-            with autocast(cfg, twin.llm.device):
-                loss = twin(batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(twin.trainable_parameters().values(), cfg.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            if name == LLM_ONLY:
+                twin.llm.cache_prefix = prefix_cache
+                start = clock()
+                with autocast(cfg, twin.llm.device):
+                    loss = twin.llm.loss(prompts[step], batch.inputs, batch.targets)
+                loss.backward()
+                prompts[step].grad = None
+                results[name]["history_s"].append(0.0)
+            else:
+                switch_to(name)
+                start = clock()
+                with autocast(cfg, twin.llm.device):
+                    loss = twin(batch)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(twin.trainable_parameters().values(), cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
             elapsed = clock() - start
             if step < warmup:
                 results[name]["history_s"].pop()
@@ -137,6 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=8, help="timed steps per variant (fewer are noisy on a shared CPU)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first")
     parser.add_argument("--out", default="saved/bench/train_throughput.json")
+    parser.add_argument("--results", default=str(RESULTS), help="the RESULTS.md to write its section of ('' = none)")
     args, settings = parser.parse_known_args(argv)
     cfg = default_config(settings)
     device = torch.device(args.device)
@@ -166,22 +197,27 @@ def main(argv: list[str] | None = None) -> dict:
         "speedup_store_vs_seed_style": summary["seed_style"]["median_step_s"] / summary["store"]["median_step_s"],
         "speedup_prefix_cache": (summary[RECOMPUTES_PREFIX]["median_step_s"] / summary["store"]["median_step_s"]
                                  if RECOMPUTES_PREFIX in summary else None),
+        "limit_ratio": summary[LLM_ONLY]["median_step_s"] / summary["store"]["median_step_s"],
         "history_items_per_batch": statistics.mean(sum(map(len, b.history)) for b in batches),
         "distinct_history_items_per_batch": statistics.mean(len({t for h in b.history for t in h}) for b in batches),
         "store_fill": fill, "variants": summary, "argv": sys.argv[1:] if argv is None else argv,
     }
     machine = report["machine"]
-    print(f"\n{cfg.encoder} + {cfg.llm}, {cfg.tasks[0]} ({cfg.data_dir}), batch {n}, LLM in {cfg.llm_dtype}, "
-          f"mixed precision {cfg.mixed_precision}, on "
-          f"{machine['gpu'] or machine['cpu']} ({machine['torch_threads']} threads, torch {machine['torch']}); "
-          f"medians of {args.steps} steps after {args.warmup} warm-up, same batches, interleaved\n")
-    print(table(summary))
-    print(f"\nspeedup_store_vs_uncached {report['speedup_store_vs_uncached']:.2f}, "
-          f"speedup_store_vs_seed_style {report['speedup_store_vs_seed_style']:.2f}, "
-          f"speedup_prefix_cache {report['speedup_prefix_cache'] or float('nan'):.2f}; "
-          f"{report['history_items_per_batch']:.0f} history items per batch; store fill (once per encoder): "
-          f"{fill['texts']} texts in {fill['seconds']:.1f} s")
+    setting = (f"{cfg.encoder} + {cfg.llm}, {cfg.tasks[0]} ({cfg.data_dir}), batch {n}, LLM in {cfg.llm_dtype}, "
+               f"mixed precision {cfg.mixed_precision}, on "
+               f"{machine['gpu'] or machine['cpu']} ({machine['torch_threads']} threads, torch {machine['torch']}); "
+               f"medians of {args.steps} steps after {args.warmup} warm-up, same batches, interleaved")
+    ratios = (f"limit_ratio {report['limit_ratio']:.2f}, "
+              f"speedup_store_vs_uncached {report['speedup_store_vs_uncached']:.2f}, "
+              f"speedup_store_vs_seed_style {report['speedup_store_vs_seed_style']:.2f}, "
+              f"speedup_prefix_cache {report['speedup_prefix_cache'] or float('nan'):.2f}; "
+              f"{report['history_items_per_batch']:.0f} history items per batch; store fill (once per encoder): "
+              f"{fill['texts']} texts in {fill['seconds']:.1f} s")
+    print(f"\n{setting}\n\n{table(summary)}\n\n{ratios}")
     write_report(report, args.out)
+    if args.results:
+        write_results_section("train_throughput", "Training step: history sources and the LLM-only limit",
+                              f"{setting}.\n\n{table(summary)}\n\n{ratios}.", device=device, path=args.results)
     return report
 
 

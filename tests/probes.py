@@ -146,7 +146,8 @@ def train_until(forward_calls: int, argv: list[str]) -> int:
 
 def _write_paths(event: str, args: tuple) -> list[str]:
     """Paths an audited event writes to (or creates, renames, deletes); [] for reads."""
-    paths = [a for a in args[:2] if isinstance(a, (str, os.PathLike))]
+    # bytes too: TensorBoard's event writer opens its files by bytes path
+    paths = [os.fsdecode(a) for a in args[:2] if isinstance(a, (str, bytes, os.PathLike))]
     if event == "open":
         mode, flags = args[1], args[2]
         writes = any(c in mode for c in "wax+") if isinstance(mode, str) else \

@@ -19,16 +19,22 @@ def test_bench_times_each_history_source_on_the_same_batches_and_reports_them(
     out = tmp_path / "bench.json"
     report = train_throughput.main([
         "--device", "cpu", "--steps", str(steps), "--warmup", str(warmup), "--out", str(out), "--batch_size=2",
+        "--results", str(tmp_path / "RESULTS.md"),
         f"--llm_dtype={dtype}", f"--mixed_precision={mixed_precision}",
         f"--encoder={tiny_model_dirs / 'bert'}", f"--llm={tiny_model_dirs / 'llama'}",
         f"--data_dir={data}", f"--cache_dir={tmp_path / 'cache'}", "--qformer_heads=4", "--max_item_tokens=32",
         "--max_history=4"])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     variants = report["variants"]
-    assert set(variants) == {"store", "store_prefix_recomputed", "uncached", "seed_style"}
-    for v in variants.values():
+    assert set(variants) == {"store", "store_prefix_recomputed", "uncached", "seed_style", "llm_only"}
+    for name, v in variants.items():
         assert len(v["step_s"]) == len(v["history_s"]) == steps, "one history-encoder call per timed step"
-        assert all(0 < h < s for h, s in zip(v["history_s"], v["step_s"]))
+        assert all(0 < h < s for h, s in zip(v["history_s"], v["step_s"])) or name == "llm_only"
+    assert variants["llm_only"]["history_s"] == [0.0] * steps and all(s > 0 for s in variants["llm_only"]["step_s"])
+    assert report["limit_ratio"] == pytest.approx(
+        variants["llm_only"]["median_step_s"] / variants["store"]["median_step_s"])
+    # Leaf prompts at the LLM's scale instead of the model's: another loss, but the same LLM on the same targets.
+    assert variants["llm_only"]["first_batch_loss"] > 0
     # The store and encoding on the fly give the model the same embeddings (bf16: up to rounding).
     # Recomputing the LLM's prefix instead of reading its cached keys and values changes nothing either.
     for other in ("uncached", "store_prefix_recomputed"):
@@ -44,6 +50,9 @@ def test_bench_times_each_history_source_on_the_same_batches_and_reports_them(
     assert (report["llm_dtype"], report["mixed_precision"], report["batch_size"]) == (dtype, mixed_precision, 2)
     printed = capsys.readouterr().out
     assert "| seed style (encoded every step, padded to 512) |" in printed and "speedup_store_vs_uncached" in printed
+    assert "| LLM only (leaf soft prompts; the limit) |" in printed and "limit_ratio" in printed
+    results = (tmp_path / "RESULTS.md").read_text()
+    assert "## Training step: history sources and the LLM-only limit" in results and "limit_ratio" in results
 
 
 def test_benchmarks_default_to_the_run_that_train_py_makes():
@@ -58,8 +67,8 @@ def test_bench_without_a_prefix_to_cache_times_three_variants(tmp_path, tiny_mod
     data = generate_embedded_lamp1(tmp_path / "data", seed=3, n_train=12, n_dev=2, n_test=2)
     report = train_throughput.main([
         "--device", "cpu", "--steps", "1", "--warmup", "0", "--out", str(tmp_path / "bench.json"), "--batch_size=2",
-        f"--encoder={tiny_model_dirs / 'bert'}", f"--llm={tiny_model_dirs / 't5'}", f"--data_dir={data}",
+        "--results", "", f"--encoder={tiny_model_dirs / 'bert'}", f"--llm={tiny_model_dirs / 't5'}", f"--data_dir={data}",
         f"--cache_dir={tmp_path / 'cache'}", "--qformer_heads=4", "--max_item_tokens=32", "--max_history=4"])
-    assert set(report["variants"]) == {"store", "uncached", "seed_style"}, "T5 has no shared prefix to cache"
+    assert set(report["variants"]) == {"store", "uncached", "seed_style", "llm_only"}, "T5: no shared prefix to cache"
     assert report["speedup_prefix_cache"] is None
     assert "speedup_prefix_cache nan" in capsys.readouterr().out

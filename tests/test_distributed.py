@@ -47,7 +47,7 @@ def two_rank_run(tmp_path_factory, tiny_model_dirs, lamp_dir):
     common = script_args(tmp, tiny_model_dirs, lamp_dir, f"--out_dir={tmp / 'runs'}", "--batch_size=2",
                          "--eval_batch_size=2",
                          f"--max_train_examples={TRAIN_EXAMPLES}", f"--max_eval_examples={DEV_EXAMPLES}",
-                         "--save_every=2", "--controls=false")
+                         "--save_every=2", "--controls=false", "--log_with=tensorboard")
     torchrun = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                 "--master_port", free_port()]
     run_child([*torchrun, ROOT / "tests" / "probes.py", "rank-probe", probe, "--", *common, "--run_name=ddp"],
@@ -85,6 +85,9 @@ def test_only_rank_0_writes_checkpoints_and_results(two_rank_run):
     assert ranks[1]["writes"] == []
     written = {str(Path(p).resolve().relative_to(out.resolve())) for p in ranks[0]["writes"]}
     assert {"ddp/metrics.json", "ddp/predictions/LaMP-1_dev.json", "ddp/checkpoints/latest"} <= written  # seen
+    # The tracker's files too: TensorBoard events and the learning curve, from rank 0 alone.
+    assert {"ddp/learning_curve.png", "ddp/learning_curve.json"} <= written
+    assert any(p.startswith("ddp/tensorboard/") and "tfevents" in p for p in written)
     assert {p.name for p in (out / "ddp" / "checkpoints").iterdir()} == {"latest", "step-00000002", "step-00000004"}
 
 

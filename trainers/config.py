@@ -19,6 +19,7 @@ from typing import Literal
 
 import yaml
 
+from trainers.tracking import log_with_problems
 MODELS = ("twin", "pplug", "none", "rag", "prompt_tuning", "mean")
 
 # The allowed values of the choice settings, in one place: the TrainConfig fields below are
@@ -35,6 +36,7 @@ QFormerInit = Literal["aligned", "random"]
 InputOutput = Literal["tokens", "pooled"]
 PPlugRescale = Literal["auto", "constants", "rms", "none"]
 PPlugHistoryText = Literal["pplug", "twin"]
+LogWith = Literal["none", "tensorboard", "wandb"]  # trainers/tracking.py
 
 
 def choices(kind) -> tuple:
@@ -220,7 +222,13 @@ class TrainConfig:
     """Also evaluate two history-blind controls: the frozen LLM on the bare input, and the trained
     model given another user's history."""
     log_every: int = 10
-    """Optimizer steps between loss lines."""
+    """Optimizer steps between loss lines (and tracker points)."""
+    log_with: LogWith = "none"
+    """Experiment tracker, written by the main process only: 'tensorboard' (event files in
+    <run>/tensorboard/), 'wandb' (offline into <run>/wandb/ unless WANDB_MODE is set; needs
+    `pip install wandb`) or 'none'. It gets the loss, learning rate, gradient norm (when
+    max_grad_norm > 0) and examples per second every `log_every` steps and every dev metric;
+    <run>/learning_curve.png is drawn whatever the choice."""
     save_every: int = 100
     """Optimizer steps between checkpoints (0 = only at the end of each epoch)."""
     keep_checkpoints: int = 2
@@ -400,6 +408,7 @@ def find_problems(cfg: TrainConfig) -> list[str]:
          f"inference_queries: {rule!r} must be 'all', 'history' or a number >= 1")
     need(cfg.inference_queries != "history" or cfg.nested_queries,
          "inference_queries: 'history' picks a different prefix per example; train with nested_queries=true")
+    p += log_with_problems(cfg.log_with)
     return p
 
 

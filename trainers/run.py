@@ -129,6 +129,7 @@ def run(cfg) -> dict:
         hidden = [name for name, (_, golds) in eval_sets.items() if not golds]
         table = results_table(metrics, controls, cfg.model) + hidden_golds_note(hidden, cfg.eval_split, run_dir)
         atomic_write_text(run_dir / "results.md", table)
+        trainer.tracker.write_curve()  # also for a run that evaluated nothing
         print(f"\n{cfg.eval_split} results:\n{table}\nrun folder: {run_dir}")
     accelerator.wait_for_everyone()
     accelerator.end_training()

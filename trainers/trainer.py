@@ -10,6 +10,7 @@ resumed run skips exactly the batches it had already seen and continues bit for 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 from dataset.collate import collate, group_by_length, llm_lengths
 from trainers import checkpoint as ckpt
 from trainers.evaluator import ModelEvaluator
+from trainers.tracking import RunTracker
 
 
 class TrainingDivergedError(RuntimeError):
@@ -73,6 +75,7 @@ class TaskSequentialTrainer:
         self.evaluator = ModelEvaluator(accelerator, cfg.eval_batch_size, cfg.num_beams)
         self.history: list[dict] = []  # one entry per evaluation: phase, epoch, task, metrics
         self.predictions: dict[str, dict[str, str]] = {}  # task -> {id: output}, latest evaluation
+        self.tracker = RunTracker(cfg.log_with, accelerator, self.run_dir, dataclasses.asdict(cfg))
 
     def log(self, message: str) -> None:
         if self.accelerator.is_main_process:
@@ -126,7 +129,7 @@ class TaskSequentialTrainer:
             for epoch in range(position["epoch"], cfg.epochs):
                 position["epoch"] = epoch
                 self._train_epoch(phase, epoch, tasks, optimizer, scheduler, position, steps_per_epoch)
-                self.evaluate(sorted(set(self._tasks_so_far(phase))), phase, epoch)
+                self.evaluate(sorted(set(self._tasks_so_far(phase))), phase, epoch, position["global_step"])
                 position.update(epoch=epoch + 1, step_in_epoch=0)
                 self.save(optimizer, scheduler, position)
         return self.final_metrics()
@@ -144,7 +147,7 @@ class TaskSequentialTrainer:
         bar = tqdm(total=steps_per_epoch, initial=position["step_in_epoch"], disable=not acc.is_main_process,
                    desc=f"train {'+'.join(tasks)} epoch {epoch + 1}/{cfg.epochs}")
         total_micro = len(loader) + skip
-        running, started = [], time.time()
+        running, norms, started = [], [], time.time()
         for micro, batch in enumerate(loader, start=skip):
             last_micro = micro + 1 == total_micro
             sync = (micro + 1) % cfg.grad_accum == 0 or last_micro
@@ -164,6 +167,8 @@ class TaskSequentialTrainer:
                 if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
                     raise self.diverged(f"gradient norm became {float(norm)}", position["global_step"] + 1,
                                         tasks, epoch)
+                if norm is not None:
+                    norms.append(float(norm))
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -171,11 +176,14 @@ class TaskSequentialTrainer:
             position["step_in_epoch"] += 1
             bar.update(1)
             if position["global_step"] % cfg.log_every == 0:
-                mean = sum(running) / len(running)
+                mean, lr = sum(running) / len(running), scheduler.get_last_lr()[0]
+                per_process = len(running) * cfg.batch_size / (time.time() - started)
                 bar.set_postfix(loss=f"{mean:.4f}")
-                self.log(f"step {position['global_step']}: loss {mean:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
-                         f"({len(running) * cfg.batch_size / (time.time() - started):.1f} examples/s/process)")
-                running, started = [], time.time()
+                self.log(f"step {position['global_step']}: loss {mean:.4f} lr {lr:.2e} "
+                         f"({per_process:.1f} examples/s/process)")
+                self.tracker.train_step(position["global_step"], mean, lr, sum(norms) / len(norms) if norms else None,
+                                        per_process * acc.num_processes)
+                running, norms, started = [], [], time.time()
             if cfg.save_every and position["global_step"] % cfg.save_every == 0 \
                     and position["step_in_epoch"] < steps_per_epoch:
                 self.save(optimizer, scheduler, position)
@@ -203,7 +211,8 @@ class TaskSequentialTrainer:
                                  {**position, "history": self.history}, self.cfg, self.cfg.keep_checkpoints)
         self.accelerator.wait_for_everyone()
 
-    def evaluate(self, tasks: list[str], phase: int, epoch: int) -> dict:
+    def evaluate(self, tasks: list[str], phase: int, epoch: int, step: int = 0) -> dict:
+        """Dev metrics of each task in `tasks` after optimizer step `step`."""
         results = {}
         for name in tasks:
             dataset, golds = self.eval_sets[name]
@@ -215,6 +224,7 @@ class TaskSequentialTrainer:
             self.history.append({"phase": phase, "epoch": epoch + 1, "task": name, **metrics})
             self.log(f"dev {name} after phase {phase + 1} epoch {epoch + 1}: "
                      + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            self.tracker.evaluation(step, name, metrics)
         return results
 
     def final_metrics(self) -> dict:
