@@ -87,10 +87,13 @@ class BehavioralEncoder(nn.Module):
     backbone, each padded to the longest item of its encoding micro-batch.
     `pad_to_max_length=True` pads every item to `max_length` instead, as the seed did; it
     exists to measure that cost and changes no result (padding is masked in the pooling).
+    The store's fill cuts micro-batches of at most `batch_size` items and, with
+    `batch_tokens`, at most that many padded tokens (long items in small batches).
     """
 
     def __init__(self, backbone: nn.Module, tokenizer, pooling: str, max_length: int,
-                 store: HistoryStore | None = None, batch_size: int = 64, pad_to_max_length: bool = False):
+                 store: HistoryStore | None = None, batch_size: int = 64, pad_to_max_length: bool = False,
+                 batch_tokens: int = 0):
         super().__init__()
         self.backbone = freeze(backbone)
         self.tokenizer = tokenizer
@@ -99,6 +102,7 @@ class BehavioralEncoder(nn.Module):
         self.store = store
         self.batch_size = batch_size
         self.pad_to_max_length = pad_to_max_length
+        self.batch_tokens = batch_tokens
         self.hidden_size = backbone.config.hidden_size
 
     @property
@@ -113,10 +117,16 @@ class BehavioralEncoder(nn.Module):
         states = self.backbone(**tokens).last_hidden_state  # [n, t, H]
         return pool(states, tokens["attention_mask"], self.pooling).float()
 
-    def precompute(self, texts: list[str], progress: bool = False) -> None:
-        """Encode into the store every text it does not hold yet (no-op without a store)."""
+    def token_lengths(self, texts: list[str]) -> list[int]:
+        """Tokens of each text as the backbone reads it (truncated to max_length)."""
+        return [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]]
+
+    def precompute(self, texts: list[str], progress: bool = False, rank: int = 0, world: int = 1) -> None:
+        """Encode into the store every text it does not hold yet, or with world > 1 this rank's
+        share of them (see dataset/history_store.py); no-op without a store."""
         if self.store is not None:
-            self.store.fill(texts, lambda chunk: self._encode_batch(chunk).cpu().numpy(), self.batch_size, progress)
+            self.store.fill(texts, lambda chunk: self._encode_batch(chunk).cpu().numpy(), self.batch_size, progress,
+                            self.batch_tokens, self.token_lengths if self.batch_tokens else None, rank, world)
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str], progress: bool = False) -> torch.Tensor:

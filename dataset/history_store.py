@@ -11,15 +11,21 @@ Layout (one folder per identity; any change to a part of the identity opens anot
     <cache>/history_store/<key>/part-00000.npy        float32 [N, H]; row i embeds the text of keys[i]
     <cache>/history_store/<key>/part-00000.keys.npy   |S16 [N]: blake2b-128 of each text (UTF-8)
     <cache>/history_store/<key>/.lock                 writers hold an exclusive flock on it
+    <cache>/history_store/<key>/.fill-<r>-of-<n>.lock  held by the process encoding share r of n
 Parts are only ever added. Each file is written under a temporary name and renamed, the
 keys file last, so a part is visible only once complete. Rows are read through numpy
 memory maps (nothing is unpickled, nothing is loaded whole); a sorted index of all keys
 finds a text's (part, row) with a binary search.
 
-One process writes at a time: `fill` takes the lock, looks again at what other processes
-wrote while it waited, and encodes only what is still missing. Two runs that start at
-once therefore encode each text once between them, and a rank that waits reads the rows
-the other wrote.
+The fill is shared among the ranks of a run: a text belongs to share hash % n of n, and
+rank r encodes share r of what the store lacks, all ranks at once; after a barrier every
+rank reads all of it (`fill(..., rank, world)`, then `fill(texts)` for anything a rank's
+view missed). Whoever encodes share r of n holds that share's lock while it encodes, then
+looks again at what others wrote while it waited, so two runs of the same size that start
+at once still encode each text once between them (runs of different sizes may both encode
+a text; the older part wins, which changes nothing). Encoded rows go to disk every
+`PART_ROWS` rows, one writer at a time under `.lock`, so a crash loses at most one part's
+work and never leaves a part half visible.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from dataset.atomic import atomic_write, atomic_write_text, writer_lock
 # Part of every identity: a change of the layout above opens new folders.
 FORMAT_VERSION = 1
 KEY_DTYPE = "S16"
+PART_ROWS = 1 << 16  # rows per part written by a fill: bounds its memory and what a crash loses
 
 
 def store_identity(encoder: str, weights_fingerprint: str, pooling: str, max_length: int) -> dict:
@@ -57,11 +64,28 @@ def text_hashes(texts: list[str]) -> np.ndarray:
                     dtype=KEY_DTYPE).reshape(len(texts))
 
 
-def micro_batches(texts: list[str], size: int) -> list[list[str]]:
-    """The distinct texts, sorted by length and cut into chunks of `size`: a chunk padded to
-    its longest text then carries little padding."""
-    distinct = sorted(dict.fromkeys(texts), key=len)
-    return [distinct[i:i + size] for i in range(0, len(distinct), size)]
+def share_of(hashes: np.ndarray, world: int) -> np.ndarray:
+    """|S16 [N] -> int [N]: the share (0..world-1) each text belongs to; the same on every rank."""
+    return np.frombuffer(hashes.tobytes(), dtype="<u8").reshape(len(hashes), 2)[:, 0] % world
+
+
+def micro_batches(texts: list[str], size: int, max_tokens: int = 0,
+                  lengths: Callable[[list[str]], list[int]] | None = None) -> list[list[str]]:
+    """The distinct texts, sorted by length and cut into chunks of at most `size` texts: a
+    chunk padded to its longest text then carries little padding. With `max_tokens`, a chunk
+    also holds at most that many padded tokens (its texts x its longest text's length, as
+    `lengths` counts them; characters by default), so short texts go in large chunks and long
+    ones in small chunks; a text longer than the budget goes alone."""
+    distinct = list(dict.fromkeys(texts))
+    counted = (lengths or (lambda chunk: [len(t) for t in chunk]))(distinct) if distinct else []
+    ordered = sorted(zip(counted, distinct), key=lambda pair: pair[0])
+    chunks: list[list[str]] = []
+    for length, text in ordered:  # ascending: each new text is the longest of its chunk
+        if chunks and len(chunks[-1]) < size and (not max_tokens or (len(chunks[-1]) + 1) * length <= max_tokens):
+            chunks[-1].append(text)
+        else:
+            chunks.append([text])
+    return chunks
 
 
 class HistoryStore:
@@ -173,34 +197,48 @@ class HistoryStore:
     # ------------------------------------------------------------------ writing
 
     def fill(self, texts: list[str], encode: Callable[[list[str]], np.ndarray], batch_size: int = 64,
-             progress: bool = False) -> int:
-        """Encode and store the texts not stored yet; return how many were encoded.
+             progress: bool = False, max_tokens: int = 0, lengths: Callable[[list[str]], list[int]] | None = None,
+             rank: int = 0, world: int = 1) -> int:
+        """Encode and store the texts not stored yet, or with world > 1 those of share `rank`
+        of `world` (the caller's rank among `world` ranks); return how many were encoded.
 
         encode: a micro-batch of texts (n) -> float32 [n, H]. Texts go to it sorted by
-        length, so each micro-batch pads little.
+        length in micro_batches(texts, batch_size, max_tokens, lengths), so each pads little.
         """
-        if not self.missing(texts):
+        self.refresh()  # parts other ranks or runs finished since the last look
+        if not self._share(self.missing(texts), rank, world):
             return 0
-        with self._writer_lock(progress):
+        with self._lock(f".fill-{rank}-of-{world}.lock", "encoding this share of" if progress else ""):
             self.refresh()  # another process may have stored them while this one waited
-            chunks = micro_batches(self.missing(texts), batch_size)
-            if not chunks:
-                return 0
+            chunks = micro_batches(self._share(self.missing(texts), rank, world), batch_size, max_tokens, lengths)
             if progress:
                 from tqdm.auto import tqdm
-                chunks = tqdm(chunks, desc="encoding history", unit="batch")
-            done = [(chunk, np.asarray(encode(chunk), dtype=np.float32)) for chunk in chunks]
-            keys = text_hashes([t for chunk, _ in done for t in chunk])
-            self._add_part(keys, np.concatenate([rows for _, rows in done]))
-            return len(keys)
+                chunks = tqdm(chunks, desc=f"encoding history (share {rank + 1} of {world})" if world > 1
+                              else "encoding history", unit="batch")
+            encoded, pending = 0, []
+            for i, chunk in enumerate(chunks):
+                pending.append((chunk, np.asarray(encode(chunk), dtype=np.float32)))
+                if sum(len(c) for c, _ in pending) >= PART_ROWS or i + 1 == len(chunks):
+                    keys = text_hashes([t for c, _ in pending for t in c])
+                    with self._lock(".lock", "writing" if progress else ""):
+                        self._add_part(keys, np.concatenate([rows for _, rows in pending]))
+                    encoded, pending = encoded + len(keys), []
+            return encoded
+
+    @staticmethod
+    def _share(texts: list[str], rank: int, world: int) -> list[str]:
+        if world == 1 or not texts:
+            return texts
+        return [t for t, share in zip(texts, share_of(text_hashes(texts), world)) if share == rank]
 
     @contextlib.contextmanager
-    def _writer_lock(self, announce: bool):
+    def _lock(self, name: str, doing: str):
+        """An exclusive flock on <folder>/<name>; `doing` (if given) is printed when another holds it."""
         if self.folder is None:
             yield
             return
-        waiting = f"another process is writing the history store {self.folder}; waiting for it"
-        with writer_lock(self.folder / ".lock", waiting if announce else ""):
+        waiting = f"another process is {doing} the history store {self.folder}; waiting for it" if doing else ""
+        with writer_lock(self.folder / name, waiting):
             yield
 
     def _add_part(self, keys: np.ndarray, rows: np.ndarray) -> None:

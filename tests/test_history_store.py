@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from dataset.history_store import HistoryStore, store_folder, store_identity
+from dataset import history_store
+from dataset.history_store import HistoryStore, micro_batches, store_folder, store_identity
 
 TEXTS = ["graph neural networks", "galaxy surveys", "query optimization", "robots and climate", "music"]
 IDENTITY = store_identity("minilm", "abc123", "mean", 128)
@@ -45,7 +46,8 @@ def test_store_persists_as_plain_arrays_read_through_memory_maps(tmp_path):
     store.fill(TEXTS, fake_encode)
     folder = store_folder(tmp_path, IDENTITY)
     assert sorted(p.name for p in folder.iterdir()) == [
-        ".lock", "meta.json", "part-00000.keys.npy", "part-00000.npy", "part-00001.keys.npy", "part-00001.npy"]
+        ".fill-0-of-1.lock", ".lock", "meta.json", "part-00000.keys.npy", "part-00000.npy", "part-00001.keys.npy",
+        "part-00001.npy"]
     assert json.loads((folder / "meta.json").read_text()) == IDENTITY
     rows = np.load(folder / "part-00001.npy", mmap_mode="r", allow_pickle=False)  # nothing to unpickle
     assert rows.dtype == np.float32 and rows.shape == (2, 16)
@@ -112,3 +114,59 @@ def test_two_processes_starting_at_once_encode_each_text_once_and_read_the_same_
     assert sorted(int(r[0]) for r in results) == [0, len(TEXTS)], "one process encodes, the other waits and reads"
     for r in results:
         np.testing.assert_array_equal(r[1:].reshape(len(TEXTS), 16), fake_encode(TEXTS))
+
+
+def _fill_share(root, texts, rank, world, barrier, out_path):
+    """One rank of a sharded fill: its share, the barrier the run's ranks meet at, then everything."""
+    encoded_texts = []
+
+    def encode(chunk):
+        if not encoded_texts:
+            # Both ranks must be encoding at once to get past here: a fill that made one rank
+            # wait for the other to finish encoding would time out.
+            barrier.wait(timeout=30)
+        encoded_texts.extend(chunk)
+        return fake_encode(chunk)
+    store = HistoryStore.open(root, IDENTITY)
+    encoded = store.fill(texts, encode, batch_size=2, rank=rank, world=world)
+    barrier.wait(timeout=30)  # accelerator.wait_for_everyone() in a run
+    assert store.fill(texts, encode) == 0, "every text was in one share or another"
+    out_path.write_text(json.dumps({"encoded": encoded, "texts": encoded_texts}))
+    np.save(out_path.with_suffix(".npy"), store.rows(texts))
+
+
+def test_two_ranks_encode_disjoint_shares_at_once_and_each_reads_all_rows(tmp_path):
+    texts = [f"history item number {i} " + "x" * (i % 7) for i in range(40)]
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(2)
+    workers = [context.Process(target=_fill_share, args=(tmp_path, texts, r, 2, barrier, tmp_path / f"rank{r}.json"))
+               for r in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+        assert w.exitcode == 0
+    done = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert all(d["encoded"] == len(d["texts"]) > 0 for d in done)
+    assert not set(done[0]["texts"]) & set(done[1]["texts"]), "no text encoded twice"
+    assert sorted(done[0]["texts"] + done[1]["texts"]) == sorted(texts)
+    for r in range(2):
+        np.testing.assert_array_equal(np.load(tmp_path / f"rank{r}.npy"), fake_encode(texts))
+    shares = history_store.share_of(history_store.text_hashes(done[1]["texts"]), 2)
+    assert (shares == 1).all(), "rank 1 encoded share 1"
+
+
+def test_a_fill_writes_a_part_every_part_rows_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(history_store, "PART_ROWS", 2)
+    store = HistoryStore.open(tmp_path, IDENTITY)
+    assert store.fill(TEXTS, fake_encode, batch_size=2) == 5
+    assert len(list(store.folder.glob("part-*.keys.npy"))) == 3  # 2 + 2 + 1 rows
+    np.testing.assert_array_equal(HistoryStore.open(tmp_path, IDENTITY).rows(TEXTS), fake_encode(TEXTS))
+
+
+def test_micro_batches_keep_to_a_token_budget():
+    texts = ["a" * n for n in (1, 2, 3, 4, 10, 30)]
+    assert micro_batches(texts, 64, max_tokens=8) == [["a", "aa"], ["aaa", "aaaa"], ["a" * 10], ["a" * 30]]
+    assert micro_batches(texts, 3) == [texts[:3], texts[3:]]
+    counted = micro_batches(texts, 64, max_tokens=8, lengths=lambda chunk: [1] * len(chunk))
+    assert [len(c) for c in counted] == [6], "one token each: all fit"

@@ -39,7 +39,7 @@ def build_history_encoder(cfg) -> BehavioralEncoder:
         max_tokens = cfg.pplug_max_item_tokens or encoder_token_limit(backbone, tokenizer)
     identity = store_identity(cfg.encoder, model_registry.model_fingerprint(encoder_path), pooling, max_tokens)
     store = HistoryStore.open(cache_dir / "history_store", identity)
-    return BehavioralEncoder(backbone, tokenizer, pooling, max_tokens, store)
+    return BehavioralEncoder(backbone, tokenizer, pooling, max_tokens, store, batch_tokens=cfg.history_batch_tokens)
 
 
 def encoder_token_limit(backbone, tokenizer) -> int:

@@ -183,6 +183,9 @@ class TrainConfig:
     """Input encoder output the Q-Former attends to: 'tokens' (token states) or 'pooled' (one vector, as the seed)."""
     max_item_tokens: int = 128
     """Token budget of one history item in the history encoder."""
+    history_batch_tokens: int = 16384
+    """Padded tokens of one micro-batch when the history store is filled (items x the longest item's
+    tokens; at most 64 items): long items go in small batches, short ones in large. 0 = 64 items always."""
     max_query_tokens: int = 256
     """Token budget of the query in the input encoder."""
     max_input_tokens: int = 256
@@ -397,7 +400,7 @@ def find_problems(cfg: TrainConfig) -> list[str]:
     need(cfg.pplug_tune_layers >= -1, f"pplug_tune_layers: must be -1 (all) or >= 0, got {cfg.pplug_tune_layers}")
     for name in ("tune_layers", "pplug_augment", "pplug_max_item_tokens", "max_history", "max_train_examples",
                  "max_eval_examples", "save_every",
-                 "weight_decay", "max_grad_norm", "label_loss"):
+                 "weight_decay", "max_grad_norm", "label_loss", "history_batch_tokens"):
         need(getattr(cfg, name) >= 0, f"{name}: must be >= 0, got {getattr(cfg, name)}")
     need(cfg.lr > 0, f"lr: must be > 0, got {cfg.lr}")
     need(0 <= cfg.warmup_ratio < 1, f"warmup_ratio: must be in [0, 1), got {cfg.warmup_ratio}")

@@ -95,12 +95,15 @@ def run(cfg) -> dict:
     model.to(accelerator.device)
 
     if model.reads_history:
-        # Encode every distinct history text once, before training: the main process fills
-        # the store (with a progress bar), the others then find it full and only read it.
+        # Encode every distinct history text once, before training, shared among the ranks:
+        # each encodes its share of what the store lacks, then (after the barrier) every rank
+        # opens the others' parts; the second call also encodes anything still missing.
         texts = sorted({t for sets in (train_sets, eval_sets) for dataset, _ in sets.values()
                         for t in dataset.all_history_texts()})
-        with accelerator.main_process_first():
-            model.behavioral_encoder.precompute(texts, progress=main)
+        encoder = model.behavioral_encoder
+        encoder.precompute(texts, progress=main, rank=accelerator.process_index, world=accelerator.num_processes)
+        accelerator.wait_for_everyone()
+        encoder.precompute(texts, progress=main)
 
     trainer = TaskSequentialTrainer(cfg, model, accelerator, run_dir, train_sets, eval_sets)
     if cfg.mode == "eval_only":
