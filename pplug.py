@@ -20,7 +20,7 @@ code/PersonalDataset_profile.py, code/run_all_t5.sh) by default:
 * history items are cut at the encoder's own limit, not at `max_item_tokens`;
 * for an encoder-decoder LLM (the code's Flan-T5-XXL) the persona is multiplied by
   539.9738 and the instruction by 539.9738 / 7, the code's constants.
-Each has an option (trainers/config.py, `pplug_*`; README, "PPlug") where the project has
+Each has an option (trainers/config.py, `pplug_*`) where the project has
 a reason to differ; training settings (epochs, batch, weight decay, beams, augmentation
 `pplug_augment`) are run settings, not model code.
 """

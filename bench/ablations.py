@@ -1,6 +1,6 @@
 """The ablation grid: which part of the design earns the gain.
 
-    python -m bench.ablations [--key=value ...]              # the embedded default, ~10 min per cell on a CPU
+    python -m bench.ablations [--key=value ...]              # the embedded default, every cell a full run
     python -m bench.ablations --max_train_examples=32 --max_eval_examples=40   # a quick, reduced grid
 
 One factor at a time around the default (train.py's defaults: embedded LaMP-1, MiniLM,
@@ -9,7 +9,7 @@ SmolLM2-135M, 8 queries, top 4 input-encoder layers tuned, Q-Former, token-level
     num_queries   1, 4, 8, 16, 32
     tune_layers   0, 2, 4            (input encoder frozen vs top 2 / 4 layers tuned)
     aggregator    Q-Former vs mean of the history embeddings (model=mean)
-    input         token states vs one pooled vector (input_output=pooled, the seed's)
+    input         token states vs one pooled vector (input_output=pooled)
 
 Each cell is a full, ordinary train + eval run (trainers.run) in saved/ablations/<cell>/;
 every --key=value is passed to every run, so --max_train_examples, --max_eval_examples,

@@ -13,7 +13,7 @@ change in the machine's load hits all alike (and each goes first in turn):
                starting from its cached keys and values (model.FrozenLLM); decoder-only LLMs only
   uncached     the frozen encoder encodes every history item of every batch, each item
                padded to the longest of its encoding micro-batch
-  seed_style   as uncached, but every item padded (and truncated) to 512 tokens, as the seed did
+  seed_style   as uncached, but every item padded (and truncated) to 512 tokens (pad_to_max_length)
   llm_only     the limit: the frozen LLM's forward and backward alone, on the same inputs and
                targets, with leaf soft-prompt tensors of the store's shape [B, Q, D] in place of
                the model's (no encoder, Q-Former, projection, label head nor optimizer step)
@@ -44,7 +44,7 @@ from model import BehavioralEncoder, BehavioralTwin
 from trainers.builder import build_model, load_datasets
 from trainers.trainer import epoch_order, make_optimizer
 
-SEED_MAX_LENGTH = 512  # the seed padded every history item to this many tokens
+SEED_MAX_LENGTH = 512  # seed_style pads every history item to this many tokens
 RECOMPUTES_PREFIX = "store_prefix_recomputed"
 LLM_ONLY = "llm_only"
 LABELS = {"store": "store (rows read from disk)",

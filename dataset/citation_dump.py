@@ -36,7 +36,7 @@ Construction, per author (deterministic from the seed):
 * a query paper is one of the author's papers that cites a paper in the dump the author
   did not write: that cited paper is the correct candidate. Self-citations are never
   the answer, because the author's own papers are the profile, and an answer copied
-  from the profile is the leak behind the design note's inflated headline;
+  from the profile would let a model score by copying instead of personalizing;
 * the wrong candidate is a random paper of the dump that the query does not cite, the
   author did not write, and whose title is neither a cited title nor one of the
   author's titles;

@@ -2,7 +2,7 @@
 
 The behavioral encoder never trains, so an item's embedding depends only on the
 encoder (name and weights), the pooling, the max length and the text. Encoding every
-history item in every batch of every epoch (as the seed did) is the largest cost of a
+history item in every batch of every epoch is the largest cost of a
 step; the store encodes each distinct text once, in one pass before training, and every
 epoch, task, run and process afterwards reads rows from it.
 

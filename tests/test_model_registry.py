@@ -63,7 +63,7 @@ def _word_tokenizer(pad: bool) -> PreTrainedTokenizerFast:
 
 
 def _save_tiny_bert(path: Path) -> Path:
-    # The real MiniLM vocabulary keeps the tokenizer realistic and costs ~0.1 s.
+    # The real MiniLM vocabulary keeps the tokenizer realistic.
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("minilm", path.parent))
     config = BertConfig(
         hidden_size=32,

@@ -100,7 +100,7 @@ class TrainConfig:
 
     # --- models
     model: str = "twin"
-    """'twin' (Behavioral Twin), or a baseline on the same LLM (SPEC section 3): 'pplug' (pplug.py),
+    """'twin' (Behavioral Twin), or a baseline on the same LLM: 'pplug' (pplug.py),
     'none' (frozen LLM, bare input), 'rag' (top-k profile items in the prompt), 'prompt_tuning'
     (shared soft prompts, no history), 'mean' (history embeddings averaged instead of the Q-Former)."""
     models: list[str] = field(default_factory=list)
@@ -157,7 +157,7 @@ class TrainConfig:
 
     # --- architecture
     prompt_position: PromptPosition = "before_input"
-    """Where soft prompts go in the LLM input: 'before_input' ([instruction; prompts; input], SPEC) or
+    """Where soft prompts go in the LLM input: 'before_input' ([instruction; prompts; input]) or
     'after_input' ([instruction; input; prompts]: in a decoder-only LLM they then sit right before
     the answer, and the frozen LLM needs no gradient through the input positions)."""
     num_queries: int = 8
@@ -180,7 +180,7 @@ class TrainConfig:
     tune_layers: int = 4
     """Top layers of the input encoder that train (0 = frozen input encoder)."""
     input_output: InputOutput = "tokens"
-    """Input encoder output the Q-Former attends to: 'tokens' (token states) or 'pooled' (one vector, as the seed)."""
+    """Input encoder output the Q-Former attends to: 'tokens' (token states) or 'pooled' (one vector)."""
     max_item_tokens: int = 128
     """Token budget of one history item in the history encoder."""
     history_batch_tokens: int = 16384

@@ -4,7 +4,7 @@
 that contradict each other). What only the disk can answer is checked here, in one pass
 that reports every problem at once: the data folder, the checkpoint to resume or evaluate,
 the run folder a new run would write into, and the encoder's width (read from its
-config.json, so a bad `qformer_heads` fails in a second, not after the models load).
+config.json, so a bad `qformer_heads` fails before any model loads).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ The task is built so that the answer depends on the user's history and on nothin
 * One candidate is a paper of the user's main field that is not in their profile; the
   other is a paper of another field. (main, other) pairs cycle through all ordered field
   pairs, so every field is as often correct as incorrect and a model that ignores the
-  history cannot beat chance, while one that reads it can reach ~100%.
+  history cannot beat chance, while one that reads it can tell every answer.
 * The correct candidate is [1] for half the questions of each split, in random order.
 
 Papers come from per-field pools of a few hundred, so profile texts repeat across users
