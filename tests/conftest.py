@@ -1,17 +1,10 @@
-"""Tests import the project's top-level modules and the tiny-model builders.
+"""Shared fixtures: a small generated LaMP-1 task and tiny models saved as model folders.
 
-Shared fixtures: a small generated LaMP-1 task and tiny models saved as model folders.
+pytest.ini puts the project root and tests/ on the import path, so tests import the
+project's modules and the shared builders (tiny_models.py) by name.
 """
 
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-for path in (ROOT, ROOT / "tests"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
 
 
 @pytest.fixture(scope="module")

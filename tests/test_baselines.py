@@ -9,14 +9,8 @@ import torch
 from model import NoPersonalization, PromptTuning
 from model import BehavioralEncoder, FrozenLLM, InputEncoder
 from pplug import HistoryDropAugmented, PPlug, pplug_query
-from test_model import HISTORY, INPUTS, TARGETS, build_twin
-from test_training import run_script
-from tiny_models import tiny_bert, tiny_llama, tiny_t5
+from tiny_models import INPUTS, batch, build_twin, run_script, tiny_bert, tiny_llama, tiny_t5
 from trainers.compare import mcnemar_p, paired_bootstrap_p
-
-
-def batch():
-    return SimpleNamespace(history=HISTORY, inputs=INPUTS, targets=TARGETS, task=["LaMP-1"] * len(INPUTS))
 
 
 def tiny_llm(family):

@@ -18,8 +18,7 @@ from safetensors.torch import load_file
 from trainers import config as config_lib
 import train
 from dataset.lamp import load_split
-from test_reliability import CHILD_ENV, CHILD_TIMEOUT, ROOT
-from test_training import script_args
+from tiny_models import CHILD_ENV, CHILD_TIMEOUT, ROOT, script_args
 
 TRAIN_EXAMPLES, DEV_EXAMPLES = 16, 7  # 7 does not divide into 2 ranks x eval batch 2: the last batch is padded
 

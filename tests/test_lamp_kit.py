@@ -17,7 +17,7 @@ from accelerate.commands.config.config_args import load_config_from_file
 from dataset.download import build_parser, local_root
 from dataset.embedded.lamp7 import generate_embedded_lamp7
 from dataset.layout import PUBLIC_TASKS
-from test_training import run_script
+from tiny_models import run_script
 from trainers.compare import comparison_table, markdown, published_protocol_gaps
 from trainers.config import MODELS, TrainConfig, resolve_config
 

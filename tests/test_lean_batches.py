@@ -9,8 +9,7 @@ from dataset.collate import LaMPDataset, group_by_length, llm_lengths
 from dataset.embedded.lamp1 import generate_embedded_lamp1
 from dataset.lamp import load_split
 from dataset.tasks import get_task
-from test_training import fit_until_saved, make_trainer, trained_weights
-from tiny_models import tiny_tokenizer
+from tiny_models import fit_until_saved, make_trainer, tiny_tokenizer, trained_weights
 from trainers import checkpoint as ckpt
 from trainers.trainer import epoch_order
 

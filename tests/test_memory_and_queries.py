@@ -11,9 +11,7 @@ from trainers import config as config_lib
 from dataset.embedded.lamp3 import generate_embedded_lamp3
 from dataset.memory import HistoryMemory, UserIndex
 from model import BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, QFormer, queries_for
-from test_model import HISTORY, INPUTS, batch
-from test_training import run_script
-from tiny_models import tiny_bert, tiny_llama
+from tiny_models import HISTORY, INPUTS, batch, run_script, tiny_bert, tiny_llama
 
 
 def build(queries=4, memory=None, nested=False, rule="all", seed=0):

@@ -1,42 +1,11 @@
 """The model on tiny BERT / Llama / Qwen / T5 built from configs: shapes, masks, freezing, fusion."""
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
 from dataset.history_store import HistoryStore
-from model import (BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, QFormer, count_parameters,
-                   pad_stack)
-from tiny_models import tiny_bert, tiny_llama, tiny_t5
-
-HISTORY = [["learning graph neural networks", "galaxy surveys", "query optimization"],
-           ["robots and climate"],
-           ["music and language", "protein folding"]]
-INPUTS = ["For an author who has written the paper with the title, which reference is related? [1]: a [2]: b",
-          "which reference is related?", "a position paper"]
-TARGETS = ["[1]", "[2]", "[1]"]
-
-
-def batch(history=HISTORY, inputs=INPUTS, targets=TARGETS, tasks=None):
-    return SimpleNamespace(history=history, inputs=inputs, targets=targets, task=tasks or ["LaMP-1"] * len(inputs))
-
-
-def build_twin(llm="llama", queries=4, aggregator="qformer", store=None, output="tokens", label_loss=0.0):
-    history_bert, tok = tiny_bert(seed=1)
-    input_bert, input_tok = tiny_bert(seed=1)
-    if llm == "t5":
-        lm, lm_tok = tiny_t5()
-        kind = "encoder-decoder"
-    else:
-        lm, lm_tok = tiny_llama(family=llm)
-        kind = "decoder"
-    torch.manual_seed(0)
-    return BehavioralTwin(BehavioralEncoder(history_bert, tok, "mean", 32, store),
-                          InputEncoder(input_bert, input_tok, tune_layers=2, max_length=64, output=output),
-                          QFormer(32, queries, num_layers=2, heads=4, dropout=0.1),
-                          FrozenLLM(lm, lm_tok, kind, "Personalize."), aggregator=aggregator,
-                          label_loss=label_loss, task_labels={"LaMP-1": ("[1]", "[2]"), "LaMP-4": None})
+from model import BehavioralEncoder, FrozenLLM, InputEncoder, QFormer, count_parameters, pad_stack
+from tiny_models import HISTORY, INPUTS, TARGETS, batch, build_twin, tiny_bert, tiny_llama, tiny_t5
 
 
 def test_behavioral_encoder_shapes_mask_and_store(tmp_path):

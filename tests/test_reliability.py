@@ -9,7 +9,6 @@ import ast
 import errno
 import hashlib
 import json
-import os
 import pickle
 import shutil
 import signal
@@ -27,15 +26,10 @@ import train
 from dataset.tasks import get_task
 from dataset.history_store import HistoryStore
 from probes import BLOCKED, KILL_POINTS, save_toy, toy_training, toy_weights_after
-from test_training import make_trainer, run_script, script_args
-from tiny_models import tiny_llama
+from tiny_models import CHILD_ENV, CHILD_TIMEOUT, ROOT, make_trainer, run_script, script_args, tiny_llama
 from trainers import checkpoint as ckpt
 from trainers.trainer import TrainingDivergedError
 
-ROOT = Path(__file__).resolve().parents[1]
-# Children run single-threaded: faster on a shared 2-core machine, and bit-for-bit repeatable.
-CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-CHILD_TIMEOUT = 300
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from trainers import config as config_lib
 from trainers import tracking
-from test_training import make_trainer
+from tiny_models import make_trainer
 
 
 def scalars(folder) -> dict[str, list[tuple[int, float]]]:

@@ -8,56 +8,15 @@ import json
 
 import pytest
 import torch
-from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from trainers import config as config_lib
-import train
-from dataset.collate import LaMPDataset
 from dataset.embedded.lamp1 import generate_embedded_lamp1
 from dataset.embedded.lamp7 import generate_embedded_lamp7
-from dataset.lamp import load_split
-from dataset.tasks import get_task
-from test_model import build_twin
+from tiny_models import fit_until_saved, make_trainer, run_script, trained_weights
 from trainers import checkpoint as ckpt
 from trainers.builder import data_root
-from trainers.trainer import TaskSequentialTrainer, TrainingDivergedError
-
-
-def datasets(root, split, limit):
-    task = get_task("LaMP-1")
-    examples = load_split(root, "LaMP-1", split, task.profile_fields)[:limit]
-    return {"LaMP-1": (LaMPDataset(examples, task, max_history=6), {e.id: e.output for e in examples})}
-
-
-def make_trainer(run_dir, lamp_dir, **overrides):
-    cfg = config_lib.TrainConfig(**{"batch_size": 4, "epochs": 2, "save_every": 2, "lr": 3e-3, "log_every": 1,
-                                    "eval_batch_size": 8, "controls": False, **overrides})
-    torch.manual_seed(0)
-    return TaskSequentialTrainer(cfg, build_twin("llama"), Accelerator(cpu=True), run_dir,
-                                 datasets(lamp_dir, "train", 20), datasets(lamp_dir, "dev", 8))
-
-
-def trained_weights(trainer):
-    return {k: v.clone() for k, v in trainer.raw_model.trainable_state_dict().items()}
-
-
-class Stop(Exception):
-    pass
-
-
-def fit_until_saved(trainer, monkeypatch, step: int) -> None:
-    """Run trainer.fit() and stop it, as a crash would, right after the checkpoint of `step`."""
-    real_save = TaskSequentialTrainer.save
-
-    def save_then_crash(self, optimizer, scheduler, position):
-        real_save(self, optimizer, scheduler, position)
-        if position["global_step"] == step:
-            raise Stop
-    monkeypatch.setattr(TaskSequentialTrainer, "save", save_then_crash)
-    with pytest.raises(Stop):
-        trainer.fit()
-    monkeypatch.setattr(TaskSequentialTrainer, "save", real_save)
+from trainers.trainer import TrainingDivergedError
 
 
 def test_resume_mid_epoch_gives_identical_weights(tmp_path, lamp_dir, monkeypatch):
@@ -125,18 +84,6 @@ def test_nan_loss_stops_and_names_the_step_and_last_checkpoint(tmp_path, lamp_di
     with pytest.raises(TrainingDivergedError, match=r"step 3 .*step-00000002"):
         trainer.fit()
     assert ckpt.find_checkpoint(tmp_path / "run").name == "step-00000002"
-
-
-def script_args(tmp_path, tiny_model_dirs, lamp_dir, *extra) -> list[str]:
-    """train.py arguments for a small run on the tiny models; later flags override earlier ones."""
-    return [f"--encoder={tiny_model_dirs / 'bert'}", f"--llm={tiny_model_dirs / 'llama'}",
-            f"--data_dir={lamp_dir}", f"--out_dir={tmp_path}", f"--cache_dir={tmp_path / 'cache'}",
-            "--qformer_heads=4", "--batch_size=4", "--max_train_examples=12", "--max_eval_examples=6",
-            "--save_every=0", "--log_every=1", *extra]
-
-
-def run_script(tmp_path, tiny_model_dirs, lamp_dir, *extra):
-    return train.main(script_args(tmp_path, tiny_model_dirs, lamp_dir, *extra))
 
 
 def test_whole_script_trains_writes_results_and_evaluates_a_checkpoint(tmp_path, tiny_model_dirs, lamp_dir):

@@ -1,17 +1,40 @@
-"""Tiny models built from configs in code, for tests: BERT encoders, Llama/Qwen and T5 LLMs.
+"""What the tests build, in one module (no test imports another test).
 
-Their tokenizer is a small byte-level BPE trained here in milliseconds, so no test needs
-a download. Weights are random but seeded, so tests are deterministic.
+Tiny models built from configs in code: BERT encoders, Llama/Qwen and T5 LLMs. Their
+tokenizer is a small byte-level BPE trained here in milliseconds, so no test needs a
+download. Weights are random but seeded, so tests are deterministic.
+
+From them: a tiny Behavioral Twin and a batch for it (`build_twin`, `batch`), a trainer on
+generated LaMP-1 (`make_trainer`), and train.py runs on the tiny model folders
+(`script_args`, `run_script`; the folders and the data are conftest.py's fixtures).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import torch
+from accelerate import Accelerator
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast,
                           Qwen2Config, Qwen2ForCausalLM, T5Config, T5ForConditionalGeneration)
+
+import train
+from dataset.collate import LaMPDataset
+from dataset.lamp import load_split
+from dataset.tasks import get_task
+from model import BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, QFormer
+from trainers import config as config_lib
+from trainers.trainer import TaskSequentialTrainer
+
+ROOT = Path(__file__).resolve().parents[1]
+# Child processes run single-threaded: faster on a shared 2-core machine, and bit-for-bit repeatable.
+CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+CHILD_TIMEOUT = 300
 
 CORPUS = [
     "For an author who has written the paper with the title, which reference is related?",
@@ -76,3 +99,84 @@ def tiny_t5(hidden: int = 32, layers: int = 2, seed: int = 0):
                       num_decoder_layers=layers, num_heads=4, pad_token_id=tok.pad_token_id,
                       eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id)
     return T5ForConditionalGeneration(config).eval(), tok
+
+
+# ----------------------------------------------------------------------------- a tiny twin and its batch
+
+HISTORY = [["learning graph neural networks", "galaxy surveys", "query optimization"],
+           ["robots and climate"],
+           ["music and language", "protein folding"]]
+INPUTS = ["For an author who has written the paper with the title, which reference is related? [1]: a [2]: b",
+          "which reference is related?", "a position paper"]
+TARGETS = ["[1]", "[2]", "[1]"]
+
+
+def batch(history=HISTORY, inputs=INPUTS, targets=TARGETS, tasks=None):
+    return SimpleNamespace(history=history, inputs=inputs, targets=targets, task=tasks or ["LaMP-1"] * len(inputs))
+
+
+def build_twin(llm="llama", queries=4, aggregator="qformer", store=None, output="tokens", label_loss=0.0):
+    history_bert, tok = tiny_bert(seed=1)
+    input_bert, input_tok = tiny_bert(seed=1)
+    if llm == "t5":
+        lm, lm_tok = tiny_t5()
+        kind = "encoder-decoder"
+    else:
+        lm, lm_tok = tiny_llama(family=llm)
+        kind = "decoder"
+    torch.manual_seed(0)
+    return BehavioralTwin(BehavioralEncoder(history_bert, tok, "mean", 32, store),
+                          InputEncoder(input_bert, input_tok, tune_layers=2, max_length=64, output=output),
+                          QFormer(32, queries, num_layers=2, heads=4, dropout=0.1),
+                          FrozenLLM(lm, lm_tok, kind, "Personalize."), aggregator=aggregator,
+                          label_loss=label_loss, task_labels={"LaMP-1": ("[1]", "[2]"), "LaMP-4": None})
+
+
+# ----------------------------------------------------------------------------- training on generated LaMP-1
+
+def datasets(root, split, limit):
+    task = get_task("LaMP-1")
+    examples = load_split(root, "LaMP-1", split, task.profile_fields)[:limit]
+    return {"LaMP-1": (LaMPDataset(examples, task, max_history=6), {e.id: e.output for e in examples})}
+
+
+def make_trainer(run_dir, lamp_dir, **overrides):
+    cfg = config_lib.TrainConfig(**{"batch_size": 4, "epochs": 2, "save_every": 2, "lr": 3e-3, "log_every": 1,
+                                    "eval_batch_size": 8, "controls": False, **overrides})
+    torch.manual_seed(0)
+    return TaskSequentialTrainer(cfg, build_twin("llama"), Accelerator(cpu=True), run_dir,
+                                 datasets(lamp_dir, "train", 20), datasets(lamp_dir, "dev", 8))
+
+
+def trained_weights(trainer):
+    return {k: v.clone() for k, v in trainer.raw_model.trainable_state_dict().items()}
+
+
+class Stop(Exception):
+    pass
+
+
+def fit_until_saved(trainer, monkeypatch, step: int) -> None:
+    """Run trainer.fit() and stop it, as a crash would, right after the checkpoint of `step`."""
+    real_save = TaskSequentialTrainer.save
+
+    def save_then_crash(self, optimizer, scheduler, position):
+        real_save(self, optimizer, scheduler, position)
+        if position["global_step"] == step:
+            raise Stop
+    monkeypatch.setattr(TaskSequentialTrainer, "save", save_then_crash)
+    with pytest.raises(Stop):
+        trainer.fit()
+    monkeypatch.setattr(TaskSequentialTrainer, "save", real_save)
+
+
+def script_args(tmp_path, tiny_model_dirs, lamp_dir, *extra) -> list[str]:
+    """train.py arguments for a small run on the tiny models; later flags override earlier ones."""
+    return [f"--encoder={tiny_model_dirs / 'bert'}", f"--llm={tiny_model_dirs / 'llama'}",
+            f"--data_dir={lamp_dir}", f"--out_dir={tmp_path}", f"--cache_dir={tmp_path / 'cache'}",
+            "--qformer_heads=4", "--batch_size=4", "--max_train_examples=12", "--max_eval_examples=6",
+            "--save_every=0", "--log_every=1", *extra]
+
+
+def run_script(tmp_path, tiny_model_dirs, lamp_dir, *extra):
+    return train.main(script_args(tmp_path, tiny_model_dirs, lamp_dir, *extra))
