@@ -13,10 +13,13 @@ Q queries. Which parameters train is decided in one place, `requires_grad`, set 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DynamicCache
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, DynamicCache
 
 from dataset.numeric import NUM_FEATURES
 from dataset.history_store import HistoryStore, micro_batches
@@ -383,8 +386,103 @@ def _dense_rows(head: nn.Module, args: tuple) -> tuple | None:
     return None
 
 
+# LLM families, as data: each entry says what differs between decoder-only and
+# encoder-decoder LLMs (how the input and the target are laid out and scored, padding, how
+# a model is loaded). FrozenLLM and trainers.model_registry.load_llm read the entry of the
+# model's family and never branch on it, so adding a family is one more entry.
+
+@dataclass(frozen=True)
+class LLMFamily:
+    name: str
+    """What load_llm returns and FrozenLLM takes as `kind`."""
+    auto_model: type
+    """The transformers auto class that loads a model of the family."""
+    matches: Callable[[object], bool]
+    """Whether a model's transformers config belongs to the family."""
+    pad_with_eos: bool
+    """A tokenizer without a pad token pads with EOS (no new embedding row in a frozen LLM)."""
+    generation_pads_left: bool
+    """Generation batches are left-padded, so every row's answer starts at the same position."""
+    caches_prefix: bool
+    """The instruction prefix comes first in a causal stack: its keys and values can be reused."""
+    frame: Callable[[object, str], tuple[list[int], list[int]]]
+    """(tokenizer, instruction) -> the token ids before the soft prompts and after the input."""
+    loss: Callable[..., torch.Tensor]
+    """(llm, prompts, inputs, target ids ending in EOS) -> mean cross-entropy over target tokens."""
+
+
+def _decoder_frame(tok, instruction: str) -> tuple[list[int], list[int]]:
+    """[prefix; prompts; input; suffix]: the chat template's system turn and user turn around the
+    input when there is one, else the instruction (after BOS) and "Answer:"."""
+    if getattr(tok, "chat_template", None):
+        marker = "\u0000"  # split the rendered chat around a placeholder user message
+        text = tok.apply_chat_template(
+            [{"role": "system", "content": instruction}, {"role": "user", "content": marker}],
+            tokenize=False, add_generation_prompt=True)
+        before, after = text.split(marker)
+        return tok(before, add_special_tokens=False)["input_ids"], tok(after, add_special_tokens=False)["input_ids"]
+    before = tok(instruction + "\n", add_special_tokens=True)["input_ids"]  # BOS if the model uses one
+    return before, tok("\nAnswer:", add_special_tokens=False)["input_ids"]
+
+
+def _encoder_decoder_frame(tok, instruction: str) -> tuple[list[int], list[int]]:
+    """The encoder reads [prompts; input; eos]; the instruction is not written out."""
+    return [], [tok.eos_token_id]
+
+
+def _decoder_loss(llm: "FrozenLLM", prompts, inputs: list[str], target_ids: list[list[int]]) -> torch.Tensor:
+    """[prefix; prompts; input; suffix; target; eos], right-padded, loss on the target only."""
+    rows = [torch.cat([row, llm._embed(ids)])
+            for row, ids in zip(llm._prompt_rows(prompts, inputs, prefix=not llm.cache_prefix), target_ids)]
+    embeds, mask = pad_stack(rows)  # right padding: positions 0..L_i-1 (after the prefix), as in generation
+    cache = None
+    if llm.cache_prefix:  # rows start after the prefix; the mask covers prefix + rows
+        cache = llm._prefix_cache(len(rows))
+        mask = torch.cat([mask.new_ones(len(rows), len(llm.prefix_ids)), mask], dim=1)
+    hidden = llm.model.get_decoder()(inputs_embeds=embeds, attention_mask=mask.long(), cache=cache,
+                                     use_cache=llm.cache_prefix).last_hidden_state
+    # The state at position p predicts token p+1: keep only states that predict a target
+    # token, so the vocabulary projection runs on a handful of positions, not all.
+    predicts_target = torch.zeros(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+    for i, (row, ids) in enumerate(zip(rows, target_ids)):
+        predicts_target[i, row.shape[0] - len(ids) - 1: row.shape[0] - 1] = True
+    logits = llm.model.get_output_embeddings()(hidden[predicts_target])  # [N_target, V]
+    labels = torch.tensor([t for ids in target_ids for t in ids], device=llm.device)
+    return F.cross_entropy(logits.float(), labels)
+
+
+def _encoder_decoder_loss(llm: "FrozenLLM", prompts, inputs: list[str], target_ids: list[list[int]]) -> torch.Tensor:
+    """The encoder reads [prompts; input; eos] (right-padded); the decoder is taught the target."""
+    embeds, mask = pad_stack(llm._prompt_rows(prompts, inputs))
+    labels = torch.full((len(inputs), max(map(len, target_ids))), -100, dtype=torch.long)
+    for i, ids in enumerate(target_ids):
+        labels[i, :len(ids)] = torch.tensor(ids)
+    return llm.model(inputs_embeds=embeds, attention_mask=mask.long(), labels=labels.to(llm.device)).loss
+
+
+def _is_encoder_decoder(config) -> bool:
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
+LLM_FAMILIES: dict[str, LLMFamily] = {family.name: family for family in (
+    LLMFamily("encoder-decoder", AutoModelForSeq2SeqLM, _is_encoder_decoder, pad_with_eos=False,
+              generation_pads_left=False, caches_prefix=False, frame=_encoder_decoder_frame,
+              loss=_encoder_decoder_loss),
+    LLMFamily("decoder", AutoModelForCausalLM, lambda config: not _is_encoder_decoder(config), pad_with_eos=True,
+              generation_pads_left=True, caches_prefix=True, frame=_decoder_frame, loss=_decoder_loss),
+)}
+
+
+def llm_family(config) -> LLMFamily:
+    """The family of a model's transformers config (the first entry that matches)."""
+    for family in LLM_FAMILIES.values():
+        if family.matches(config):
+            return family
+    raise ValueError(f"no LLM family matches {type(config).__name__}; add one to model.LLM_FAMILIES")
+
+
 class FrozenLLM(nn.Module):
-    """A frozen LLM of either family that takes soft prompts before its input.
+    """A frozen LLM of any family in LLM_FAMILIES that takes soft prompts before its input.
 
     decoder-only:    [prefix; prompts; input; suffix; target; eos], right-padded for
                      training (loss on the target only), left-padded for generation.
@@ -406,40 +504,26 @@ class FrozenLLM(nn.Module):
                  max_input_tokens: int = 256, max_target_tokens: int = 64,
                  prompt_position: PromptPosition = "before_input"):
         super().__init__()
-        if kind not in ("decoder", "encoder-decoder"):
-            raise ValueError(f"LLM kind must be 'decoder' or 'encoder-decoder', got {kind!r}")
+        if kind not in LLM_FAMILIES:
+            raise ValueError(f"LLM kind must be one of {', '.join(map(repr, LLM_FAMILIES))}, got {kind!r}")
         check_choice("prompt_position", prompt_position, PromptPosition)
         self.prompt_position = prompt_position
         self.model = freeze(model)
         self.tokenizer = tokenizer
         self.kind = kind
+        self.family = LLM_FAMILIES[kind]
         self.max_input_tokens = max_input_tokens
         self.max_target_tokens = max_target_tokens
         self.hidden_size = model.get_input_embeddings().weight.shape[1]
         embeddings = model.get_input_embeddings().weight.detach().float()
         self.embedding_rms = embeddings.pow(2).mean().sqrt().item()
-        self.prefix_ids, self.suffix_ids = self._frame(instruction)
-        self.cache_prefix = kind == "decoder" and bool(self.prefix_ids) \
+        self.prefix_ids, self.suffix_ids = self.family.frame(tokenizer, instruction)
+        self.cache_prefix = self.family.caches_prefix and bool(self.prefix_ids) \
             and not getattr(model, "is_activation_checkpointing", False)
         self._prefix_states: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         head = model.get_output_embeddings()
         if head is not None:
             head.register_forward_pre_hook(_dense_rows)
-
-    def _frame(self, instruction: str) -> tuple[list[int], list[int]]:
-        """Token ids that go before the soft prompts and after the input."""
-        tok = self.tokenizer
-        if self.kind == "encoder-decoder":
-            return [], [tok.eos_token_id]
-        if getattr(tok, "chat_template", None):
-            marker = "\u0000"  # split the rendered chat around a placeholder user message
-            text = tok.apply_chat_template(
-                [{"role": "system", "content": instruction}, {"role": "user", "content": marker}],
-                tokenize=False, add_generation_prompt=True)
-            before, after = text.split(marker)
-            return tok(before, add_special_tokens=False)["input_ids"], tok(after, add_special_tokens=False)["input_ids"]
-        before = tok(instruction + "\n", add_special_tokens=True)["input_ids"]  # BOS if the model uses one
-        return before, tok("\nAnswer:", add_special_tokens=False)["input_ids"]
 
     @property
     def device(self) -> torch.device:
@@ -491,35 +575,13 @@ class FrozenLLM(nn.Module):
         """prompts [B, Q, D] (or None) -> mean cross-entropy over target tokens."""
         eos = self.tokenizer.eos_token_id
         target_ids = [ids + [eos] for ids in self._ids(targets, self.max_target_tokens)]
-        if self.kind == "encoder-decoder":
-            embeds, mask = pad_stack(self._prompt_rows(prompts, inputs))
-            labels = torch.full((len(targets), max(map(len, target_ids))), -100, dtype=torch.long)
-            for i, ids in enumerate(target_ids):
-                labels[i, :len(ids)] = torch.tensor(ids)
-            return self.model(inputs_embeds=embeds, attention_mask=mask.long(), labels=labels.to(self.device)).loss
-        rows = [torch.cat([row, self._embed(ids)])
-                for row, ids in zip(self._prompt_rows(prompts, inputs, prefix=not self.cache_prefix), target_ids)]
-        embeds, mask = pad_stack(rows)  # right padding: positions 0..L_i-1 (after the prefix), as in generation
-        cache = None
-        if self.cache_prefix:  # rows start after the prefix; the mask covers prefix + rows
-            cache = self._prefix_cache(len(rows))
-            mask = torch.cat([mask.new_ones(len(rows), len(self.prefix_ids)), mask], dim=1)
-        hidden = self.model.get_decoder()(inputs_embeds=embeds, attention_mask=mask.long(), cache=cache,
-                                          use_cache=self.cache_prefix).last_hidden_state
-        # The state at position p predicts token p+1: keep only states that predict a target
-        # token, so the vocabulary projection runs on a handful of positions, not all.
-        predicts_target = torch.zeros(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
-        for i, (row, ids) in enumerate(zip(rows, target_ids)):
-            predicts_target[i, row.shape[0] - len(ids) - 1: row.shape[0] - 1] = True
-        logits = self.model.get_output_embeddings()(hidden[predicts_target])  # [N_target, V]
-        labels = torch.tensor([t for ids in target_ids for t in ids], device=self.device)
-        return F.cross_entropy(logits.float(), labels)
+        return self.family.loss(self, prompts, inputs, target_ids)
 
     @torch.no_grad()
     def generate(self, prompts: torch.Tensor | None, inputs: list[str], max_new_tokens: int,
                  num_beams: int = 1) -> list[str]:
         rows = self._prompt_rows(prompts, inputs)
-        embeds, mask = pad_stack(rows, pad_left=self.kind == "decoder")
+        embeds, mask = pad_stack(rows, pad_left=self.family.generation_pads_left)
         out = self.model.generate(inputs_embeds=embeds, attention_mask=mask.long(),
                                   max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
                                   pad_token_id=self.tokenizer.pad_token_id)

@@ -1,10 +1,13 @@
 """The model on tiny BERT / Llama / Qwen / T5 built from configs: shapes, masks, freezing, fusion."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from dataset.history_store import HistoryStore
-from model import BehavioralEncoder, FrozenLLM, InputEncoder, QFormer, count_parameters, pad_stack
+from model import (LLM_FAMILIES, BehavioralEncoder, FrozenLLM, InputEncoder, QFormer, count_parameters, llm_family,
+                   pad_stack)
 from tiny_models import HISTORY, INPUTS, TARGETS, batch, build_twin, tiny_bert, tiny_llama, tiny_t5
 
 
@@ -287,3 +290,18 @@ def test_label_loss_reaches_the_qformer_and_input_encoder_but_not_the_projection
     reached = {name.split(".")[0] for name, p in twin.trainable_parameters().items()
                if p.grad is not None and p.grad.any()}
     assert reached == {"input_encoder", "qformer", "label_heads"}
+
+
+def test_llm_families_are_entries_that_frozen_llm_and_the_loader_read(monkeypatch):
+    llama, llama_tok = tiny_llama()
+    assert llm_family(llama.config).name == "decoder" and llm_family(tiny_t5()[0].config).name == "encoder-decoder"
+    # A new family is one entry: here a decoder-only one framed "Q: <input> A:" whatever its chat template.
+    plain = dataclasses.replace(LLM_FAMILIES["decoder"], name="plain-decoder", frame=lambda tok, instruction: (
+        tok("Q:", add_special_tokens=False)["input_ids"], tok(" A:", add_special_tokens=False)["input_ids"]))
+    monkeypatch.setitem(LLM_FAMILIES, "plain-decoder", plain)
+    llm = FrozenLLM(llama, llama_tok, "plain-decoder", "not written out")
+    assert llm.prefix_ids == llama_tok("Q:", add_special_tokens=False)["input_ids"] and llm.cache_prefix
+    assert torch.isfinite(llm.loss(None, INPUTS, TARGETS))
+    assert len(llm.generate(None, INPUTS, max_new_tokens=2)) == len(INPUTS)
+    with pytest.raises(ValueError, match="LLM kind must be one of 'encoder-decoder', 'decoder', 'plain-decoder'"):
+        FrozenLLM(llama, llama_tok, "diffusion", "Personalize.")

@@ -31,13 +31,13 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
 from dataset.atomic import atomic_folder, remove_leftovers, writer_lock
+from model import llm_family
 
 
 class ModelNotFoundError(ValueError):
@@ -296,21 +296,20 @@ def load_llm(
     """Load a generative model and tokenizer; `attention` is transformers' attn_implementation
     ('' = its default).
 
-    Returns ``(model, tokenizer, kind)`` where ``kind`` is ``"encoder-decoder"``
-    (``AutoModelForSeq2SeqLM``) when the config says so, else ``"decoder"``
-    (``AutoModelForCausalLM``).
+    Returns ``(model, tokenizer, kind)``, ``kind`` the name of the model's family in
+    model.LLM_FAMILIES ("decoder" or "encoder-decoder"), which also says which transformers
+    auto class loads it.
     """
     path = resolve_model_path(name, cache_dir)
     with _refused_loads(path):
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
-        kind = "encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "decoder"
-        model_cls = AutoModelForSeq2SeqLM if kind == "encoder-decoder" else AutoModelForCausalLM
-        model = model_cls.from_pretrained(
+        family = llm_family(config)
+        model = family.auto_model.from_pretrained(
             path, config=config, dtype=dtype, trust_remote_code=trust_remote_code, local_files_only=True,
             **({"attn_implementation": attention} if attention else {}),
         )
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
-    if kind == "decoder" and tokenizer.pad_token is None:
+    if family.pad_with_eos and tokenizer.pad_token is None:
         # Batched scoring needs padding; many decoder tokenizers ship without a
         # pad token, and reusing EOS avoids resizing the frozen embeddings.
         if tokenizer.eos_token is None:
@@ -321,7 +320,7 @@ def load_llm(
         # Keeps generate() from warning about a missing pad token on every call.
         generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval()
-    return model, tokenizer, kind
+    return model, tokenizer, family.name
 
 
 def _file_sample(path: Path, size: int) -> Iterator[bytes]:
