@@ -168,3 +168,9 @@ def test_a_retriever_off_protocol_drops_only_rags_figure(tmp_path):
         table = comparison_table(protocol(tmp_path, **change), LAMP2_RUNS, LAMP2_SCORES)
         assert "published" not in table["LaMP-2"]["rag"]
         assert table["LaMP-2"]["pplug"]["published"]["accuracy"] == 0.565
+
+
+def test_training_on_part_of_the_split_drops_only_the_trained_models_figures(tmp_path):
+    table = comparison_table(protocol(tmp_path, max_train_examples=500), LAMP2_RUNS, LAMP2_SCORES)
+    assert "published" not in table["LaMP-2"]["pplug"]
+    assert table["LaMP-2"]["none"]["published"]["accuracy"] == 0.326 and "published" in table["LaMP-2"]["rag"]

@@ -71,7 +71,11 @@ PUBLISHED: dict[tuple[str, str], dict[str, dict[str, float]]] = {
         "LaMP-3": {"mae": 0.242, "rmse": 0.557}, "LaMP-4": {"rouge-1": 0.211, "rouge-L": 0.193},
         "LaMP-5": {"rouge-1": 0.487, "rouge-L": 0.439}, "LaMP-7": {"rouge-1": 0.537, "rouge-L": 0.484}},
 }
+# The protocol of those figures, besides the time-based split.
 PUBLISHED_LLM = "flan-t5-xxl"  # google/flan-t5-xxl, or a local folder of that name
+PUBLISHED_INPUT_TOKENS, PUBLISHED_BEAMS = 256, 4
+PUBLISHED_RETRIEVER, PUBLISHED_K = "bm25", 4
+UNTRAINED_MODELS = ("none", "rag")  # their figures do not depend on the training settings
 
 
 @dataclass(frozen=True)
@@ -130,21 +134,25 @@ def published_protocol_gaps(cfg, model: str) -> list[str]:
 
     Compared: LaMP data in its time-based split (a data folder named time/, in either
     layout), frozen Flan-T5-XXL, 256 LLM input tokens, 4 beams, the whole evaluation split,
-    and for `rag` BM25 with k=4. The metrics are LaMP's own wherever they are computed.
+    the whole training split for a trained model, and for `rag` BM25 with k=4. The metrics
+    are LaMP's own wherever they are computed.
     """
     gaps = []
     if cfg.data_dir == "embedded" or Path(cfg.data_dir).name != TIME_FOLDER:
         gaps.append(f"data_dir {cfg.data_dir} is not LaMP's time-based split (a folder named {TIME_FOLDER}/)")
     if Path(cfg.llm).name.lower() != PUBLISHED_LLM:
         gaps.append(f"llm {cfg.llm} is not google/{PUBLISHED_LLM}")
-    if cfg.max_input_tokens != 256:
-        gaps.append(f"max_input_tokens is {cfg.max_input_tokens}, not 256")
-    if cfg.num_beams != 4:
-        gaps.append(f"num_beams is {cfg.num_beams}, not 4")
+    if cfg.max_input_tokens != PUBLISHED_INPUT_TOKENS:
+        gaps.append(f"max_input_tokens is {cfg.max_input_tokens}, not {PUBLISHED_INPUT_TOKENS}")
+    if cfg.num_beams != PUBLISHED_BEAMS:
+        gaps.append(f"num_beams is {cfg.num_beams}, not {PUBLISHED_BEAMS}")
     if cfg.max_eval_examples:
         gaps.append(f"max_eval_examples={cfg.max_eval_examples} scores part of the {cfg.eval_split} split, not all")
-    if model == "rag" and (cfg.rag_k != 4 or cfg.retriever != "bm25"):
-        gaps.append(f"rag uses {cfg.retriever} with k={cfg.rag_k}, not bm25 with k=4")
+    if cfg.max_train_examples and model not in UNTRAINED_MODELS:
+        gaps.append(f"max_train_examples={cfg.max_train_examples} trains {model} on part of the "
+                    f"{cfg.train_split} split, not all")
+    if model == "rag" and (cfg.rag_k != PUBLISHED_K or cfg.retriever != PUBLISHED_RETRIEVER):
+        gaps.append(f"rag uses {cfg.retriever} with k={cfg.rag_k}, not {PUBLISHED_RETRIEVER} with k={PUBLISHED_K}")
     return gaps
 
 
