@@ -101,7 +101,7 @@ class PPlug(PersonalizedLLM):
     for the others. query_instruction: text put before every query (BGE's, or '')."""
 
     def __init__(self, behavioral_encoder: BehavioralEncoder, input_encoder: InputEncoder, llm: FrozenLLM,
-                 rescale: str = "auto", query_instruction: str = ""):
+                 rescale: PPlugRescale = "auto", query_instruction: str = ""):
         super().__init__(llm)
         if input_encoder.output != "pooled":
             raise ValueError("PPlug's input encoder must return one pooled vector (output='pooled')")

@@ -216,6 +216,17 @@ def test_rag_ranks_the_whole_profile_not_only_the_last_max_history_items():
     assert prompter(get_task("LaMP-4"), example).startswith('"Zebras" is the title for "zebra migration"')
 
 
+
+def test_dense_retriever_ranks_the_item_that_reads_like_the_query_first(tiny_model_dirs, tmp_path):
+    question = "Generate a headline for the following article: galaxy surveys and protein folding"
+    profile = [{"title": f"T{i}", "text": text} for i, text in enumerate(
+        ["query optimization in distributed databases", "galaxy surveys and protein folding", "robots and music"])]
+    cfg = TrainConfig(retriever="dense", rag_k=1, encoder=str(tiny_model_dirs / "bert"), cache_dir=str(tmp_path))
+    prompter = rag_prompter(cfg, tiny_tokenizer())
+    example = SimpleNamespace(input=question, profile=profile)
+    assert prompter.ranking(get_task("LaMP-4"), example)[0] == 1  # "T1 <the query's words>"
+    assert prompter(get_task("LaMP-4"), example).startswith('"T1" is the title for "galaxy surveys')
+
 # --- python -m dataset.retrieval --------------------------------------------------------------------------
 
 LAMP2_INSTRUCTION = ("Which tag does this movie relate to among the following tags? Just answer with the tag name "
