@@ -287,7 +287,8 @@ TASKS: dict[str, TaskSpec] = {
             corpus_fields=("text",),
             extract_query=text_after(":"),
             # LaMP reserves the tokens of "by user" but writes "by a person".
-            rag=RagFormat('"{text}" ', "text", frame='"" ', lead=" are written by a person. Following the given patterns ",
+            rag=RagFormat('"{text}" ', "text", frame='"" ',
+                          lead=" are written by a person. Following the given patterns ",
                           reserve="are written by user. Following the given patterns"),
             numeric_fields=_DATED,
         ),

@@ -20,7 +20,8 @@ ITEMS = {
     "LaMP-1": ({"title": "Deep nets", "abstract": "We study nets."}, "Deep nets We study nets."),
     "LaMP-2": ({"description": "Two hitmen talk.", "tag": "dark comedy"}, "Two hitmen talk."),
     "LaMP-3": ({"text": "Works fine.", "score": "4"}, "Works fine."),
-    "LaMP-4": ({"text": "The vote was postponed.", "title": "Council delays"}, "The vote was postponed. Council delays"),
+    "LaMP-4": ({"text": "The vote was postponed.", "title": "Council delays"},
+               "The vote was postponed. Council delays"),
     "LaMP-5": ({"title": "Parsing", "abstract": "A fast parser."}, "Parsing A fast parser."),
     "LaMP-7": ({"text": "coffee first"}, "coffee first"),
 }
@@ -40,7 +41,8 @@ def test_the_pplug_run_reads_pplugs_history_text_and_twin_its_own(tiny_model_dir
     assert dataset[0].history[-1] == f"{profile[-1]['title']} {profile[-1]['abstract']}"
     twin, _ = builder.load_datasets(TrainConfig(model="twin", **settings), "dev", limit=2)["LaMP-1"]
     assert twin[0].history[-1] == get_task("LaMP-1").profile_text(profile[-1])
-    same, _ = builder.load_datasets(TrainConfig(model="pplug", pplug_history_text="twin", **settings), "dev", 2)["LaMP-1"]
+    same_text = TrainConfig(model="pplug", pplug_history_text="twin", **settings)
+    same, _ = builder.load_datasets(same_text, "dev", 2)["LaMP-1"]
     assert same[0].history == twin[0].history
 
 
@@ -59,7 +61,8 @@ BATCH = SimpleNamespace(history=[["graph neural networks", "galaxy surveys"]], t
 
 
 def test_bge_query_instruction_goes_before_every_query():
-    assert pplug.query_instruction("BAAI/bge-base-en-v1.5") == "Represent this sentence for searching relevant passages:"
+    instruction = "Represent this sentence for searching relevant passages:"
+    assert pplug.query_instruction("BAAI/bge-base-en-v1.5") == instruction
     assert pplug.query_instruction("minilm") == ""
     model = small_pplug("llama", instruction=pplug.BGE_QUERY_INSTRUCTION).eval()
     seen = []
@@ -98,7 +101,8 @@ def test_builder_trains_the_whole_input_encoder_and_cuts_items_at_the_encoders_l
 
 
 def test_pplug_settings_are_checked():
-    for bad, fragment in (({"pplug_rescale": "yes"}, "pplug_rescale"), ({"pplug_tune_layers": "-2"}, "pplug_tune_layers"),
+    for bad, fragment in (({"pplug_rescale": "yes"}, "pplug_rescale"),
+                          ({"pplug_tune_layers": "-2"}, "pplug_tune_layers"),
                           ({"pplug_history_text": "labels"}, "pplug_history_text"),
                           ({"pplug_max_item_tokens": "-1"}, "pplug_max_item_tokens")):
         with pytest.raises(ConfigError, match=fragment):
