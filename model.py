@@ -831,7 +831,7 @@ class BehavioralTwin(PersonalizedLLM):
 
 # ----------------------------------------------------------------------------- history-blind baselines
 # none: the frozen LLM on the bare input; rag: the same model on inputs rewritten with the
-# user's top-k profile items (dataset/retrieval.py); prompt_tuning: Q soft tokens shared by
+# user's top-k profile items (dataset/retrieval/); prompt_tuning: Q soft tokens shared by
 # every user (Lester et al. 2021). PPlug lives in pplug.py; the mean-of-history ablation is
 # BehavioralTwin with aggregator="mean".
 

@@ -41,7 +41,7 @@ class RagFormat:
 
     Each item becomes `item` filled from its fields, with the `shorten` field cut to the
     item's share of the budget; items are joined by ", and ". The share is LaMP's
-    arithmetic (dataset/retrieval.py): the budget, less `spare` tokens, less 2 per joiner,
+    arithmetic (dataset/retrieval/): the budget, less `spare` tokens, less 2 per joiner,
     less the tokens of `reserve`, split evenly; an item's field gets its share less the
     item's fixed cost, `frame`: the tokens of that template filled from the item (LaMP
     measures the item with a blank in place of the cut field, in its own words, which are
