@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.common import write_results_section
 from dataset.atomic import atomic_write_text
 from trainers import config as config_lib
 import train
@@ -47,12 +48,14 @@ CELLS = [DEFAULT] + [
 DEFAULT_SETTING = {"num_queries": "8", "tune_layers": "4", "aggregator": "Q-Former", "input": "token states"}
 
 
-def parse(argv: list[str]) -> tuple[dict, Path, Path, list[str]]:
-    """-> (run overrides, run folder, bench folder, cells to run)."""
+def parse(argv: list[str]) -> tuple[dict, Path, Path, list[str], str | None]:
+    """-> (run overrides, run folder, bench folder, cells to run, RESULTS.md to write (None: the default))."""
     overrides, run_dir, bench_dir, only = {}, Path("saved/ablations"), Path("saved/bench"), [c[0] for c in CELLS]
-    rest = []
+    rest, results = [], None
     for arg in argv:
-        if arg.startswith("--run_dir="):
+        if arg.startswith("--results="):
+            results = arg.split("=", 1)[1]
+        elif arg.startswith("--run_dir="):
             run_dir = Path(arg.split("=", 1)[1])
         elif arg.startswith("--bench_dir="):
             bench_dir = Path(arg.split("=", 1)[1])
@@ -66,7 +69,7 @@ def parse(argv: list[str]) -> tuple[dict, Path, Path, list[str]]:
     config_file, overrides = config_lib.parse_overrides(rest)
     if config_file:
         raise config_lib.ConfigError("--config is not supported here; pass settings as --key=value")
-    return overrides, run_dir, bench_dir, only
+    return overrides, run_dir, bench_dir, only, results
 
 
 def run_cell(name: str, cell_overrides: dict, overrides: dict, run_dir: Path) -> tuple[dict, float, bool]:
@@ -125,7 +128,7 @@ def plot(rows: list[dict], metric: str, path: Path) -> None:
 
 def main(argv: list[str]) -> int:
     try:
-        overrides, run_dir, bench_dir, only = parse(argv)
+        overrides, run_dir, bench_dir, only, results = parse(argv)
     except config_lib.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -144,6 +147,9 @@ def main(argv: list[str]) -> int:
     atomic_write_text(bench_dir / "ablations.md", table)
     plot(rows, next(iter(rows[0]["metrics"])), bench_dir / "ablations.png")
     print(f"\n{rows[0]['task']} dev results:\n{table}\nwrote {bench_dir}/ablations.{{json,md,png}}")
+    write_results_section("ablations", "Ablation grid: which part of the design earns the gain",
+                          f"{rows[0]['task']} dev results, one factor at a time around the default.\n\n{table}",
+                          command=command, path=results)
     return 0
 
 

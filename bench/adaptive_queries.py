@@ -26,7 +26,8 @@ import time
 import torch
 from torch import nn
 
-from bench.common import add_threads_option, apply_threads, default_config, write_report
+from bench.common import add_results_option, add_threads_option, apply_threads, default_config, write_report, \
+    write_results_section
 from bench.qformer_probe import TASK, label_logits, labels
 from trainers.config import TrainConfig
 from dataset.collate import collate
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     add_threads_option(parser)
     parser.add_argument("--out", default="saved/bench/adaptive_queries.json")
+    add_results_option(parser)
     args, settings = parser.parse_known_args(argv)
     apply_threads(args)
     cfg = dataclasses.replace(default_config(settings), tasks=[TASK])
@@ -115,9 +117,12 @@ def main(argv: list[str] | None = None) -> dict:
     results = {name: train_and_evaluate(cfg, name == "nested", args, train, dev, input_rows)
                for name in ("plain", "nested")}
     text = table(results, args.queries)
-    print(f"\n{TASK} dev accuracy ({len(dev)} examples), probe setting, {args.steps} steps:\n{text}")
+    heading = f"{TASK} dev accuracy ({len(dev)} examples), probe setting, {args.steps} steps"
+    print(f"\n{heading}:\n{text}")
     report = {"args": vars(args), "encoder": cfg.encoder, "data_dir": cfg.data_dir, "results": results, "table": text}
     write_report(report, args.out)
+    write_results_section("adaptive_queries", "Adaptive queries: accuracy against the number of queries used",
+                          f"{heading}, encoder {cfg.encoder}.\n\n{text}", path=args.results)
     return report
 
 

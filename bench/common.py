@@ -88,6 +88,9 @@ def write_report(report: dict, path: str | os.PathLike) -> None:
 
 
 RESULTS = Path(__file__).resolve().parents[1] / "RESULTS.md"
+# Where write_results_section writes when given no path: tests point it at a file of their
+# own (conftest.py), so no test run ever rewrites the repository's RESULTS.md.
+RESULTS_ENV = "BEHAVIORAL_TWIN_RESULTS"
 RESULTS_HEADER = ("# Results\n\nEvery section below is written by the script it names, replaced whole "
                   "when that script runs again; none is edited by hand.\n")
 
@@ -105,12 +108,22 @@ def invocation() -> str:
     return " ".join([head, *map(shlex.quote, sys.argv[1:])])
 
 
+def add_results_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", default=None,
+                        help=f"the RESULTS.md to write this script's section of (default: the repository's, or "
+                             f"${RESULTS_ENV}); '' = none")
+
+
 def write_results_section(key: str, title: str, body: str, command: str | None = None,
-                          device: torch.device | None = None, path: str | os.PathLike = RESULTS) -> None:
+                          device: torch.device | None = None, path: str | os.PathLike | None = None) -> None:
     """Replace (or append) the section `key` of RESULTS.md with `body` (markdown), headed by the
     command that produced it (default: this process's own command line), the machine and the date.
 
-    Sections are delimited by `<!-- results:KEY -->` markers, so a rerun replaces only its own."""
+    Sections are delimited by `<!-- results:KEY -->` markers, so a rerun replaces only its own.
+    `path`: the file (None: $BEHAVIORAL_TWIN_RESULTS, else the repository's RESULTS.md; '' = write none)."""
+    if path == "":
+        return
+    path = path or os.environ.get(RESULTS_ENV) or RESULTS
     command = command or invocation()
     begin, end = f"<!-- results:{key} -->", f"<!-- /results:{key} -->"
     section = (f"{begin}\n## {title}\n\n`{command}`, on {machine_line(device)}, {date.today().isoformat()}\n\n"

@@ -18,7 +18,7 @@ import tempfile
 import torch
 
 from trainers import model_registry
-from bench.common import default_config
+from bench.common import add_results_option, default_config, write_results_section
 from dataset.embedded.lamp1 import generate_embedded_lamp1
 from dataset.embedded.lamp7 import blind_prediction, generate_embedded_lamp7, oracle_prediction
 from dataset.lamp import load_split
@@ -55,6 +55,7 @@ def lamp7_references(root) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0, help="the embedded data's generator seed")
+    add_results_option(parser)
     args, settings = parser.parse_known_args(argv)
     cfg = default_config(settings)  # the history encoder and the cache folder
     with tempfile.TemporaryDirectory() as root:
@@ -62,10 +63,15 @@ def main(argv: list[str] | None = None) -> None:
         generate_embedded_lamp7(root, seed=args.seed)
         results = {"LaMP-1": lamp1_references(root, cfg.encoder, cfg.resolved_cache_dir()),
                    "LaMP-7": lamp7_references(root)}
+    lines = ["| task | rule | scores |", "|---|---|---|"]
     for task, rows in results.items():
         for name, metrics in rows.items():
             print(f"{task:7s} {name:60s} " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+            lines.append(f"| {task} | {name} | " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + " |")
     print(json.dumps(results))
+    write_results_section("embedded_references", "Embedded tasks: reference scores of fixed rules",
+                          f"Dev split of the embedded tasks (generator seed {args.seed}), history encoder "
+                          f"{cfg.encoder}.\n\n" + "\n".join(lines), path=args.results)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from bench.common import add_threads_option, apply_threads, default_config, write_report
+from bench.common import (add_results_option, add_threads_option, apply_threads, default_config, write_report,
+                          write_results_section)
 from dataset.collate import Batch
 from dataset.history_store import HistoryStore
 from dataset.memory import HistoryMemory
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=5, help="examples timed per setting (median reported)")
     add_threads_option(parser)
     parser.add_argument("--out", default="saved/bench/history_scaling.json")
+    add_results_option(parser)
     args, settings = parser.parse_known_args(argv)
     apply_threads(args)
     lengths = [int(n) for n in args.lengths.split(",")]
@@ -148,6 +150,15 @@ def main(argv: list[str] | None = None) -> dict:
         summary[f"peak_memory_ratio_{suffix}_with_llm"] = b["peak_bytes_with_llm"] / a["peak_bytes_with_llm"]
     print(json.dumps({k: v for k, v in summary.items() if k.endswith("memory") or "ratio" in k}, indent=2))
     write_report(summary, args.out)
+    lines = ["| history items | memory | seconds, prompts | seconds, with LLM | peak MB, prompts | peak MB, with LLM |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {key.split('_')[0]} | {key.split('_')[1]} | {row['seconds_prompts']:.4f} | "
+              f"{row['seconds_with_llm']:.4f} | {row['peak_bytes_prompts'] / 1e6:.1f} | "
+              f"{row['peak_bytes_with_llm'] / 1e6:.1f} |" for key, row in results.items()]
+    write_results_section("history_scaling", "History length: time and memory per example, with and without memory",
+                          f"{cfg.encoder} + {cfg.llm} ({cfg.llm_dtype}), memory_top_n {args.top_n}, median of "
+                          f"{args.repeats} examples, batch 1; history rows are random unit vectors.\n\n"
+                          + "\n".join(lines), path=args.results)
     return summary
 
 

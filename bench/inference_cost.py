@@ -28,7 +28,8 @@ import sys
 
 import torch
 
-from bench.common import Clock, default_config, each_first_in_turn, machine_info, write_report
+from bench.common import (Clock, add_results_option, default_config, each_first_in_turn, machine_info, write_report,
+                          write_results_section)
 from dataset.collate import collate
 from trainers.builder import build_model, load_datasets, rag_prompter
 
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--examples", type=int, default=16, help="dev examples, the first N")
     parser.add_argument("--repeats", type=int, default=3, help="timed answers per example")
     parser.add_argument("--out", default="", help="default: saved/bench/inference_cost-<task>.json")
+    add_results_option(parser)
     args, settings = parser.parse_known_args(argv)
     cfg = default_config(settings)
     device = torch.device(args.device)
@@ -104,18 +106,21 @@ def main(argv: list[str] | None = None) -> dict:
               "latency_ratio_twin_vs_none": ratio("twin", "none"), "latency_ratio_twin_vs_rag": ratio("twin", "rag"),
               "methods": results, "argv": sys.argv[1:] if argv is None else argv}
     machine = report["machine"]
-    print(f"\n{cfg.encoder} + {cfg.llm}, {cfg.tasks[0]} ({cfg.data_dir}), LLM in {cfg.llm_dtype} on "
-          f"{machine['gpu'] or machine['cpu']} ({machine['torch_threads']} threads, torch {machine['torch']}); "
-          f"medians over {len(indices)} dev examples of the per-example median of {args.repeats} answers, "
-          "the methods interleaved\n")
-    print("| method | latency per example (s) | vs none | LLM input tokens | LLM passes per answer |\n"
-          "|---|---|---|---|---|")
-    for method, r in results.items():
-        print(f"| {method} | {r['median_latency_s']:.3f} | {ratio(method, 'none'):.2f}x | "
-              f"{r['median_llm_input_tokens']:.0f} | {r['llm_passes_per_answer']:.2f} |")
-    print(f"\nlatency_ratio_twin_vs_none {report['latency_ratio_twin_vs_none']:.2f}, "
-          f"latency_ratio_twin_vs_rag {report['latency_ratio_twin_vs_rag']:.2f}")
+    setting = (f"{cfg.encoder} + {cfg.llm}, {cfg.tasks[0]} ({cfg.data_dir}), LLM in {cfg.llm_dtype}; medians over "
+               f"{len(indices)} dev examples of the per-example median of {args.repeats} answers, the methods "
+               "interleaved")
+    lines = ["| method | latency per example (s) | vs none | LLM input tokens | LLM passes per answer |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {method} | {r['median_latency_s']:.3f} | {ratio(method, 'none'):.2f}x | "
+              f"{r['median_llm_input_tokens']:.0f} | {r['llm_passes_per_answer']:.2f} |"
+              for method, r in results.items()]
+    ratios = (f"latency_ratio_twin_vs_none {report['latency_ratio_twin_vs_none']:.2f}, "
+              f"latency_ratio_twin_vs_rag {report['latency_ratio_twin_vs_rag']:.2f}")
+    print(f"\n{setting} (on {machine['gpu'] or machine['cpu']}, {machine['torch_threads']} threads, "
+          f"torch {machine['torch']})\n\n" + "\n".join(lines) + f"\n\n{ratios}")
     write_report(report, args.out or f"saved/bench/inference_cost-{cfg.tasks[0]}.json")
+    write_results_section(f"inference_cost-{cfg.tasks[0]}", f"Answer latency per method ({cfg.tasks[0]})",
+                          f"{setting}.\n\n" + "\n".join(lines) + f"\n\n{ratios}.", device=device, path=args.results)
     return report
 
 

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from bench.common import default_config, write_report
+from bench.common import add_results_option, default_config, write_report, write_results_section
 from trainers.config import TrainConfig
 from dataset.collate import collate
 from dataset.tasks import get_task
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--inits", default="aligned,random")
     parser.add_argument("--seeds", default="0,1,2", help="the transition out of chance is abrupt and seed-dependent")
     parser.add_argument("--out", default="saved/bench/qformer_probe.json")
+    add_results_option(parser)
     args, settings = parser.parse_known_args(argv)
     cfg = default_config(settings)
     runs = {init: {seed: probe(probe_config(cfg, init, int(seed)), args.steps, args.lr, args.eval_every)
@@ -99,6 +100,12 @@ def main(argv: list[str] | None = None) -> dict:
               "encoder": cfg.encoder, "data_dir": cfg.data_dir, "args": vars(args), "final_dev_accuracy": final,
               "runs": runs}
     write_report(report, args.out)
+    rows = [f"| {init} | {seed} | {'n/a' if accuracy is None else f'{accuracy:.3f}'} |"
+            for init, by_seed in final.items() for seed, accuracy in by_seed.items()]
+    write_results_section("qformer_probe", "Q-Former probe: does the Q-Former carry the history signal (no LLM)?",
+                          f"LaMP-1 dev accuracy of a linear head on the Q-Former's mean output after "
+                          f"{args.steps} steps (encoder {cfg.encoder}, lr {args.lr}).\n\n| Q-Former init | seed | dev accuracy |\n"
+                          "|---|---|---|\n" + "\n".join(rows), path=args.results)
     return report
 
 

@@ -25,7 +25,7 @@ import tempfile
 import numpy as np
 from rouge_score import rouge_scorer, scoring
 
-from bench.common import write_results_section
+from bench.common import add_results_option, write_results_section
 from dataset.embedded.lamp7 import blind_prediction, generate_embedded_lamp7
 from dataset.lamp import load_split
 from dataset.tasks import get_task
@@ -98,10 +98,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.scorer_gap", description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=20, help="draws of the official (random) score")
     parser.add_argument("--sizes", default="100,1498", help="dev split sizes; 1498 is LaMP-7's time-based dev")
+    add_results_option(parser)
     args = parser.parse_args()
     rows = measure([int(size) for size in args.sizes.split(",")], args.repeats)
     write_results_section("scorer-gap", "LaMP's official ROUGE against ours (bootstrap mid vs exact mean)",
-                          table(rows, args.repeats))
+                          table(rows, args.repeats), path=args.results)
 
 
 if __name__ == "__main__":

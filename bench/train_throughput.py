@@ -36,8 +36,8 @@ import tempfile
 import torch
 
 from trainers import config as config_lib
-from bench.common import (RESULTS, Clock, autocast, default_config, each_first_in_turn, machine_info, write_report,
-                          write_results_section)
+from bench.common import (Clock, add_results_option, autocast, default_config, each_first_in_turn, machine_info,
+                          write_report, write_results_section)
 from dataset.collate import collate
 from dataset.history_store import HistoryStore
 from model import BehavioralEncoder, BehavioralTwin
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=8, help="timed steps per variant (fewer are noisy on a shared CPU)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first")
     parser.add_argument("--out", default="saved/bench/train_throughput.json")
-    parser.add_argument("--results", default=str(RESULTS), help="the RESULTS.md to write its section of ('' = none)")
+    add_results_option(parser)
     args, settings = parser.parse_known_args(argv)
     cfg = default_config(settings)
     device = torch.device(args.device)
@@ -215,9 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"{fill['texts']} texts in {fill['seconds']:.1f} s")
     print(f"\n{setting}\n\n{table(summary)}\n\n{ratios}")
     write_report(report, args.out)
-    if args.results:
-        write_results_section("train_throughput", "Training step: history sources and the LLM-only limit",
-                              f"{setting}.\n\n{table(summary)}\n\n{ratios}.", device=device, path=args.results)
+    write_results_section("train_throughput", "Training step: history sources and the LLM-only limit",
+                          f"{setting}.\n\n{table(summary)}\n\n{ratios}.", device=device, path=args.results)
     return report
 
 

@@ -4,7 +4,24 @@ pytest.ini puts the project root and tests/ on the import path, so tests import 
 project's modules and the shared builders (tiny_models.py) by name.
 """
 
+import os
+
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def results_file(tmp_path_factory):
+    """The RESULTS.md that benchmark scripts write their sections to during the tests: never the
+    repository's (bench.common.write_results_section reads the variable when given no path)."""
+    from bench.common import RESULTS_ENV
+    path = tmp_path_factory.mktemp("results") / "RESULTS.md"
+    before = os.environ.get(RESULTS_ENV)
+    os.environ[RESULTS_ENV] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop(RESULTS_ENV)
+    else:
+        os.environ[RESULTS_ENV] = before
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """RESULTS.md is written by the scripts: each owns one section, replaced whole on rerun."""
 
-from bench.common import write_results_section
+from bench.common import RESULTS, write_results_section
 
 
 def test_a_rerun_replaces_only_its_own_section(tmp_path):
@@ -12,3 +12,12 @@ def test_a_rerun_replaces_only_its_own_section(tmp_path):
     assert text.count("## First") == 1 and "| 2 |" in text and "| 1 |" not in text
     assert "`python -m bench.a --n 2`" in text and "kept" in text
     assert text.index("## First") < text.index("## Second")  # a rerun keeps the section's place
+
+
+def test_without_a_path_tests_write_their_own_results_file_never_the_repositorys(results_file):
+    before = RESULTS.read_bytes() if RESULTS.exists() else None
+    write_results_section("test-only", "Test only", "| y |\n|---|\n| 3 |", command="python -m bench.t")
+    assert "## Test only" in results_file.read_text()
+    assert (RESULTS.read_bytes() if RESULTS.exists() else None) == before
+    write_results_section("test-only", "Test only", "not written", path="")  # '' = no section
+    assert "not written" not in results_file.read_text()
