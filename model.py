@@ -464,13 +464,14 @@ def _is_encoder_decoder(config) -> bool:
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
-LLM_FAMILIES: dict[str, LLMFamily] = {family.name: family for family in (
-    LLMFamily("encoder-decoder", AutoModelForSeq2SeqLM, _is_encoder_decoder, pad_with_eos=False,
-              generation_pads_left=False, caches_prefix=False, frame=_encoder_decoder_frame,
-              loss=_encoder_decoder_loss),
-    LLMFamily("decoder", AutoModelForCausalLM, lambda config: not _is_encoder_decoder(config), pad_with_eos=True,
-              generation_pads_left=True, caches_prefix=True, frame=_decoder_frame, loss=_decoder_loss),
-)}
+ENCODER_DECODER = LLMFamily("encoder-decoder", AutoModelForSeq2SeqLM, _is_encoder_decoder, pad_with_eos=False,
+                            generation_pads_left=False, caches_prefix=False, frame=_encoder_decoder_frame,
+                            loss=_encoder_decoder_loss)
+DECODER = LLMFamily("decoder", AutoModelForCausalLM, lambda config: not _is_encoder_decoder(config),
+                    pad_with_eos=True, generation_pads_left=True, caches_prefix=True, frame=_decoder_frame,
+                    loss=_decoder_loss)
+# Tried in this order by llm_family: a more specific family goes before the one it refines.
+LLM_FAMILIES: dict[str, LLMFamily] = {family.name: family for family in (ENCODER_DECODER, DECODER)}
 
 
 def llm_family(config) -> LLMFamily:
