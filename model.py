@@ -287,6 +287,7 @@ class QFormer(nn.Module):
         super().__init__()
         check_choice("qformer_init", init, QFormerInit)
         self.query_tokens = nn.Parameter(torch.randn(1, num_queries, hidden) * 0.02)  # BLIP-2 init
+        self._num_queries = num_queries  # not read from the weights: ZeRO-3 partitions them outside forward()
         # History embeddings and encoder states come at their encoder's own scale; a norm
         # on the way in makes the attention logits independent of it.
         self.history_norm = nn.LayerNorm(hidden)
@@ -310,7 +311,7 @@ class QFormer(nn.Module):
 
     @property
     def num_queries(self) -> int:
-        return self.query_tokens.shape[1]
+        return self._num_queries
 
     def forward(self, history, history_mask, inputs, input_mask, numbers=None, num_queries=None) -> torch.Tensor:
         """history [B, P, H] + mask [B, P], inputs [B, T, H] + mask [B, T] -> [B, Q, H].

@@ -7,7 +7,8 @@
     python train.py --models=twin,pplug,none,rag,prompt_tuning,mean --seeds=3   # comparison table
     python train.py --help                              # every setting with its meaning
 
-Every run writes saved/<run>/: config.json, metrics.json, controls.json, metrics_history.json,
+Every run writes saved/<run>/: config.json, distributed.json (processes, DeepSpeed ZeRO stage,
+precision), metrics.json, controls.json, metrics_history.json,
 predictions/<task>_<split>.json (LaMP's official format), results.md and checkpoints/.
 """
 

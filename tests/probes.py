@@ -82,7 +82,8 @@ def toy_weights_after(steps: int) -> dict[str, torch.Tensor]:
 def save_toy(run_dir: Path, model, optimizer, scheduler, cfg, global_step: int) -> Path:
     from trainers import checkpoint as ckpt
     state = {"phase": 0, "epoch": 0, "step_in_epoch": global_step, "global_step": global_step, "history": []}
-    return ckpt.save_checkpoint(run_dir, model, optimizer, scheduler, state, cfg, keep=2)
+    return ckpt.save_checkpoint(run_dir, model.trainable_state_dict(), optimizer.state_dict(),
+                                scheduler.state_dict(), state, cfg, keep=2)
 
 
 # Where the save of checkpoint 4 is stopped, and which checkpoint must load afterwards.

@@ -5,7 +5,6 @@ probes.py watching each rank (weights, data seen, gathered ids, files written).
 """
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,15 +17,9 @@ from safetensors.torch import load_file
 from trainers import config as config_lib
 import train
 from dataset.lamp import load_split
-from tiny_models import CHILD_ENV, CHILD_TIMEOUT, ROOT, script_args
+from tiny_models import CHILD_ENV, CHILD_TIMEOUT, ROOT, free_port, script_args
 
 TRAIN_EXAMPLES, DEV_EXAMPLES = 16, 7  # 7 does not divide into 2 ranks x eval batch 2: the last batch is padded
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_child(args: list, log: Path, env: dict) -> None:

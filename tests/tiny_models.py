@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -35,6 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # Child processes run single-threaded: faster on a shared 2-core machine, and bit-for-bit repeatable.
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 CHILD_TIMEOUT = 300
+
+
+def free_port() -> int:
+    """A free local TCP port, for a child's rendezvous (torchrun, accelerate launch)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 CORPUS = [
     "For an author who has written the paper with the title, which reference is related?",

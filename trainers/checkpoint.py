@@ -4,13 +4,15 @@
         trainable.safetensors   the trainable weights only (the frozen LLM is never copied)
         optimizer.safetensors   AdamW moments, keyed "state.<param index>.<name>"
         optimizer.json          param groups (lr, betas, ...), scheduler state
-        rng.safetensors         torch CPU (and CUDA) generator states
-        state.json              phase, epoch, step in epoch, global step, python/numpy RNG
+        rng.safetensors         torch CPU (and CUDA) generator states; "rank<r>.*" those of rank r > 0
+        state.json              phase, epoch, step in epoch, global step, python/numpy RNG (rank_rng: ranks > 0)
         config.json             the resolved config the run was started with
     <run>/checkpoints/latest    name of the newest complete checkpoint
 
 Everything is safetensors or JSON: loading never unpickles, and only the files above are
-ever opened, so a checkpoint cannot run code whatever else its folder holds.
+ever opened, so a checkpoint cannot run code whatever else its folder holds. The layout is
+the same with or without DeepSpeed (the trainer gathers a ZeRO engine's weights and AdamW
+state into it: trainers.distributed), so either resumes or evaluates the other's.
 
 Crash safety (dataset.atomic): a checkpoint is written under a hidden temporary name and renamed when
 complete; a checkpoint being replaced or pruned is first renamed to a hidden trash name.
@@ -74,8 +76,13 @@ def set_rng_state(tensors: dict[str, torch.Tensor], plain: dict) -> None:
 
 # --- writing ---------------------------------------------------------------------------------------------
 
-def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict, cfg, keep: int = 2) -> Path:
+def save_checkpoint(run_dir: Path, weights: dict[str, torch.Tensor], optimizer_state: dict, scheduler_state: dict,
+                    state: dict, cfg, keep: int = 2, rng_states: list | None = None) -> Path:
     """Write checkpoints/step-<global step> atomically, point `latest` at it, prune old ones.
+
+    weights: the trainable weights by name; optimizer_state and scheduler_state: as torch's
+    state_dict() gives them; rng_states: every process's rng_state(), by rank (default: this
+    process's). Each rank draws its own dropout masks, so each resumes from its own.
 
     A failed write (a full disk) raises CheckpointError and leaves the previous checkpoint
     as it was.
@@ -88,7 +95,7 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict, cfg
     try:
         # A resumed run re-saving the same step replaces the old folder in one rename.
         with atomic_folder(final, replace=True) as tmp:
-            _write_files(tmp, model, optimizer, scheduler, state, cfg)
+            _write_files(tmp, weights, optimizer_state, scheduler_state, state, cfg, rng_states or [rng_state()])
     except OSError as error:
         previous = _newest_complete(folder)
         kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
@@ -99,17 +106,20 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: dict, cfg
     return final
 
 
-def _write_files(tmp: Path, model, optimizer, scheduler, state: dict, cfg) -> None:
-    save_file(model.trainable_state_dict(), str(tmp / "trainable.safetensors"))
-    opt = optimizer.state_dict()
+def _write_files(tmp: Path, weights: dict, opt: dict, scheduler_state: dict, state: dict, cfg,
+                 rng_states: list) -> None:
+    save_file(weights, str(tmp / "trainable.safetensors"))
     moments = {f"state.{i}.{k}": v.detach().cpu().contiguous().reshape(v.shape)
                for i, s in opt["state"].items() for k, v in s.items() if torch.is_tensor(v)}
     save_file(moments, str(tmp / "optimizer.safetensors"))
     (tmp / "optimizer.json").write_text(json.dumps({"param_groups": opt["param_groups"],
-                                                    "scheduler": scheduler.state_dict()}), encoding="utf-8")
-    rng_tensors, rng_plain = rng_state()
+                                                    "scheduler": scheduler_state}), encoding="utf-8")
+    (rng_tensors, rng_plain), others = rng_states[0], rng_states[1:]
+    rng_tensors = {**rng_tensors, **{f"rank{rank}.{name}": tensor for rank, (tensors, _) in enumerate(others, start=1)
+                                     for name, tensor in tensors.items()}}
     save_file(rng_tensors, str(tmp / "rng.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({**state, "rng": rng_plain}), encoding="utf-8")
+    (tmp / "state.json").write_text(json.dumps({**state, "rng": rng_plain, "rank_rng": [plain for _, plain in others]}),
+                                    encoding="utf-8")
     (tmp / "config.json").write_text(config_lib.to_json(cfg), encoding="utf-8")
 
 
@@ -264,13 +274,19 @@ def _saved_config(checkpoint: Path):
         raise CheckpointError(f"{path} cannot be read as a run config ({error})") from error
 
 
-def load_weights(checkpoint: Path, model) -> None:
-    """Load the trainable weights; a model of another shape (e.g. another LLM width) is refused by name.
-    A model built without label heads (an evaluation: they only train) skips the checkpoint's."""
+def read_weights(checkpoint: Path, model) -> dict[str, torch.Tensor]:
+    """The trainable weights `model` takes from the checkpoint: a model built without label
+    heads (an evaluation: they only train) skips the checkpoint's."""
     _warn_unexpected(checkpoint)
     state = _load_tensors(checkpoint / "trainable.safetensors")
     if not any(name.startswith(LABEL_HEADS) for name, _ in model.named_parameters()):
         state = {name: weights for name, weights in state.items() if not name.startswith(LABEL_HEADS)}
+    return state
+
+
+def load_weights(checkpoint: Path, model) -> None:
+    """Load the trainable weights; a model of another shape (e.g. another LLM width) is refused by name."""
+    state = read_weights(checkpoint, model)
     try:
         model.load_trainable_state_dict(state)
     except ValueError as error:
@@ -286,8 +302,13 @@ def read_state(checkpoint: Path) -> dict:
     return _read_json(checkpoint / "state.json")
 
 
-def load_training_state(checkpoint: Path, optimizer, scheduler) -> dict:
-    """Restore optimizer, scheduler and RNG; return the saved position (state.json)."""
+def load_training_state(checkpoint: Path, optimizer, scheduler, load_optimizer=None, rank: int = 0) -> dict:
+    """Restore optimizer, scheduler and process `rank`'s RNG; return the saved position (state.json).
+
+    load_optimizer(state_dict), when given, restores the optimizer instead of
+    optimizer.load_state_dict (a DeepSpeed engine keeps the state: trainers.distributed).
+    A rank the checkpoint has no RNG state for (it was written by fewer processes) takes rank 0's.
+    """
     moments = _load_tensors(checkpoint / "optimizer.safetensors")
     saved = _read_json(checkpoint / "optimizer.json")
     state: dict[int, dict] = {}
@@ -295,11 +316,16 @@ def load_training_state(checkpoint: Path, optimizer, scheduler) -> dict:
         _, index, name = key.split(".", 2)
         state.setdefault(int(index), {})[name] = value
     try:
-        optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+        (load_optimizer or optimizer.load_state_dict)({"state": state, "param_groups": saved["param_groups"]})
         scheduler.load_state_dict(saved["scheduler"])
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{checkpoint / 'optimizer.json'}: optimizer state does not fit this run "
                               f"({error}); {_earlier_advice(checkpoint)}") from error
     position = read_state(checkpoint)
-    set_rng_state(_load_tensors(checkpoint / "rng.safetensors"), position.pop("rng"))
+    tensors, plain, others = _load_tensors(checkpoint / "rng.safetensors"), position.pop("rng"), position.pop("rank_rng", [])
+    if 0 < rank <= len(others):
+        prefix = f"rank{rank}."
+        tensors = {name[len(prefix):]: tensor for name, tensor in tensors.items() if name.startswith(prefix)}
+        plain = others[rank - 1]
+    set_rng_state(tensors, plain)
     return position

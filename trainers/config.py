@@ -211,8 +211,9 @@ class TrainConfig:
     """Micro-batches per optimizer step."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0 = off)."""
-    mixed_precision: MixedPrecision = "no"
-    """accelerate mixed precision: 'no', 'bf16' or 'fp16'."""
+    mixed_precision: Literal["", MixedPrecision] = ""
+    """accelerate mixed precision: 'no', 'bf16' or 'fp16'; '' = what the launcher says (the accelerate
+    config's mixed_precision, e.g. bf16 in config/ds_config.yaml; 'no' without one)."""
     gradient_checkpointing: bool = False
     """Recompute the frozen LLM's activations in the backward pass (less memory, more time)."""
 

@@ -6,7 +6,6 @@ import json
 import time
 from pathlib import Path
 
-from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 
 from trainers import config as config_lib
@@ -15,6 +14,7 @@ from dataset.lamp import LaMPFormatError, write_predictions
 from model import count_parameters
 from trainers.model_registry import ModelNotFoundError
 from trainers import checkpoint as ckpt
+from trainers import distributed
 from pplug import HistoryDropAugmented
 from trainers.builder import build_model, load_datasets, retrieval_augmented
 from trainers.trainer import TaskSequentialTrainer, TrainingDivergedError
@@ -68,19 +68,23 @@ def hidden_golds_note(tasks: list[str], split: str, run_dir: Path) -> str:
 
 
 def run(cfg) -> dict:
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    accelerator = distributed.make_accelerator(cfg.mixed_precision)
     set_seed(cfg.seed)
     main = accelerator.is_main_process
     run_dir = run_folder(cfg, accelerator)
+    setup = distributed.describe(accelerator)
     if main:
+        print(distributed.summary(setup), flush=True)
         (run_dir / "predictions").mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", json.loads(config_lib.to_json(cfg)))
+        write_json(run_dir / "distributed.json", setup)
 
     # Data first: a malformed file fails in seconds, not after a large LLM has loaded.
     eval_sets = load_datasets(cfg, cfg.eval_split, cfg.max_eval_examples)
     train_sets = {} if cfg.mode == "eval_only" else load_datasets(cfg, cfg.train_split, cfg.max_train_examples)
 
-    model = build_model(cfg)
+    with distributed.whole_model_loading(accelerator):
+        model = build_model(cfg)
     trainable, frozen = count_parameters(model)
     if main:
         print(f"run folder: {run_dir}\nparameters: {trainable:,} trainable, {frozen:,} frozen "
