@@ -19,26 +19,33 @@ import os
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, InitProcessGroupKwargs
+from accelerate.utils import DistributedType, GradientAccumulationPlugin, InitProcessGroupKwargs
 
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
-def make_accelerator(mixed_precision: str) -> Accelerator:
-    """The run's Accelerator; mixed_precision '' takes the launcher's.
+def make_accelerator(mixed_precision: str, grad_accum: int = 1) -> Accelerator:
+    """The run's Accelerator; mixed_precision '' takes the launcher's. Under DeepSpeed an
+    'auto' gradient_accumulation_steps becomes `grad_accum` (the engine accumulates).
 
     DeepSpeed on a machine without GPUs runs on its CPU accelerator (gloo). accelerate then
     finds no process-group backend of its own and counts one process per rank, while the
     engine counts them all; naming DeepSpeed's backend makes both count the same.
     """
-    handlers = []
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" and not torch.cuda.is_available():
+    handlers, deepspeed = [], os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+    if deepspeed and not torch.cuda.is_available():
         from deepspeed.accelerator import get_accelerator
         if get_accelerator().device_name() == "cpu":
             handlers.append(InitProcessGroupKwargs(backend=get_accelerator().communication_backend_name()))
-    accelerator = Accelerator(mixed_precision=mixed_precision or None, kwargs_handlers=handlers)
+    # Without DeepSpeed the trainer accumulates itself; accelerate's own count stays 1. (A
+    # plugin, not the count: accelerate would parse the launcher's 'auto' as an int.)
+    accelerator = Accelerator(mixed_precision=mixed_precision or None, kwargs_handlers=handlers,
+                              gradient_accumulation_plugin=GradientAccumulationPlugin(
+                                  num_steps=grad_accum if deepspeed else 1))
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         ds = accelerator.state.deepspeed_plugin.deepspeed_config
+        if ds.get("gradient_accumulation_steps") == "auto":
+            ds["gradient_accumulation_steps"] = grad_accum
         if _enabled(ds.get("bf16")):
             # DeepSpeed's bf16 casts the whole model to bf16, but its frozen parts keep their own
             # dtypes (the LLM in llm_dtype, the history store's fp32 rows) and the trainable ones

@@ -68,7 +68,7 @@ def hidden_golds_note(tasks: list[str], split: str, run_dir: Path) -> str:
 
 
 def run(cfg) -> dict:
-    accelerator = distributed.make_accelerator(cfg.mixed_precision)
+    accelerator = distributed.make_accelerator(cfg.mixed_precision, cfg.grad_accum)
     set_seed(cfg.seed)
     main = accelerator.is_main_process
     run_dir = run_folder(cfg, accelerator)
