@@ -28,6 +28,7 @@ from transformers import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainers import model_registry  # noqa: E402
+from tiny_models import free_port  # noqa: E402
 from trainers.model_registry import (  # noqa: E402
     EMBEDDED_ALIASES,
     ModelNotFoundError,
@@ -297,15 +298,19 @@ def _convert_tiny_slowly(gguf_dir: Path, gguf_file: str, dest: Path) -> None:
     with open(dest.parents[1] / "conversions.log", "a") as log:
         log.write(f"{os.getpid()}\n")
     model, tokenizer = tiny_llama()
-    model.save_pretrained(dest)
     time.sleep(1.0)
-    tokenizer.save_pretrained(dest)
+    model_registry._save_converted(model, tokenizer, dest)
 
 
-def _load_smollm2_alias(cache: Path, out: Path) -> None:
+def _load_smollm2_alias(cache: Path, rank: int, port: int, out: Path) -> None:
+    """One rank of a 2-process group (as under torchrun or accelerate launch) loading the alias."""
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     model_registry._convert_gguf = _convert_tiny_slowly  # in the child only
+    if rank == 0:
+        time.sleep(0.5)  # rank 1 converts: transformers alone would write the weights on rank 0 only
     model, _, kind = load_llm("smollm2-135m", cache)
     out.write_text(json.dumps([kind, sum(p.numel() for p in model.parameters())]))
+    torch.distributed.destroy_process_group()
 
 
 def test_two_ranks_on_an_empty_cache_convert_once_and_both_load(tmp_path: Path) -> None:
@@ -314,7 +319,9 @@ def test_two_ranks_on_an_empty_cache_convert_once_and_both_load(tmp_path: Path) 
     final.parent.mkdir(parents=True)
     (final.parent / ".smollm2-135m.tmp-dead").mkdir()  # left by a converter that was killed
     context = multiprocessing.get_context("fork")
-    ranks = [context.Process(target=_load_smollm2_alias, args=(tmp_path, tmp_path / f"rank{i}.json")) for i in (0, 1)]
+    port = free_port()
+    ranks = [context.Process(target=_load_smollm2_alias, args=(tmp_path, i, port, tmp_path / f"rank{i}.json"))
+             for i in (0, 1)]
     for rank in ranks:
         rank.start()
     for rank in ranks:

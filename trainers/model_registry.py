@@ -120,6 +120,13 @@ def _convert_gguf(gguf_dir: Path, gguf_file: str, dest: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    _save_converted(model, tokenizer, dest)
+
+
+def _save_converted(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dest: Path) -> None:
+    # transformers writes a model only on rank 0 of an initialized process group; this is a
+    # local copy made under our writer lock, by whichever process holds it.
+    model.should_save_on_this_rank = lambda is_main_process: True
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
 
