@@ -13,6 +13,7 @@ Q queries. Which parameters train is decided in one place, `requires_grad`, set 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,8 +24,9 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, DynamicCac
 
 from dataset.numeric import NUM_FEATURES
 from dataset.history_store import HistoryStore, micro_batches
-from dataset.memory import HistoryMemory, query_texts
-from trainers.config import InputOutput, Pooling, PromptPosition, QFormerInit, check_choice
+from dataset.memory import HistoryMemory
+from trainers.config import InputOutput, Pooling, PromptPosition, QFormerInit, Answer, check_choice
+from dataset.tasks import lamp1_candidates, lamp1_paper_title
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -375,6 +377,9 @@ class PromptProjection(nn.Module):
 
 # ----------------------------------------------------------------------------- frozen LLM
 
+CHOICE_ROWS = 64  # (example, allowed answer) rows per forward pass of FrozenLLM.score_choices
+
+
 def _dense_rows(head: nn.Module, args: tuple) -> tuple | None:
     """LM-head pre-hook. Generation gives the head the last prefill position as a [B, 1, D]
     slice whose batch stride is still the whole sequence's; for such an input torch's matmul
@@ -408,8 +413,9 @@ class LLMFamily:
     """The instruction prefix comes first in a causal stack: its keys and values can be reused."""
     frame: Callable[[object, str], tuple[list[int], list[int]]]
     """(tokenizer, instruction) -> the token ids before the soft prompts and after the input."""
-    loss: Callable[..., torch.Tensor]
-    """(llm, prompts, inputs, target ids ending in EOS) -> mean cross-entropy over target tokens."""
+    target_logits: Callable[..., torch.Tensor]
+    """(llm, prompts, inputs, target ids ending in EOS) -> the logits that predict each target token,
+    [N_target, V], example after example: the training loss and label scoring both read them."""
 
 
 def _decoder_frame(tok, instruction: str) -> tuple[list[int], list[int]]:
@@ -431,8 +437,9 @@ def _encoder_decoder_frame(tok, instruction: str) -> tuple[list[int], list[int]]
     return [], [tok.eos_token_id]
 
 
-def _decoder_loss(llm: "FrozenLLM", prompts, inputs: list[str], target_ids: list[list[int]]) -> torch.Tensor:
-    """[prefix; prompts; input; suffix; target; eos], right-padded, loss on the target only."""
+def _decoder_target_logits(llm: "FrozenLLM", prompts, inputs: list[str], target_ids: list[list[int]]) -> torch.Tensor:
+    """[prefix; prompts; input; suffix; target; eos], right-padded: the logits of the positions
+    that predict a target token."""
     rows = [torch.cat([row, llm._embed(ids)])
             for row, ids in zip(llm._prompt_rows(prompts, inputs, prefix=not llm.cache_prefix), target_ids)]
     embeds, mask = pad_stack(rows)  # right padding: positions 0..L_i-1 (after the prefix), as in generation
@@ -447,18 +454,18 @@ def _decoder_loss(llm: "FrozenLLM", prompts, inputs: list[str], target_ids: list
     predicts_target = torch.zeros(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
     for i, (row, ids) in enumerate(zip(rows, target_ids)):
         predicts_target[i, row.shape[0] - len(ids) - 1: row.shape[0] - 1] = True
-    logits = llm.model.get_output_embeddings()(hidden[predicts_target])  # [N_target, V]
-    labels = torch.tensor([t for ids in target_ids for t in ids], device=llm.device)
-    return F.cross_entropy(logits.float(), labels)
+    return llm.model.get_output_embeddings()(hidden[predicts_target])  # [N_target, V]
 
 
-def _encoder_decoder_loss(llm: "FrozenLLM", prompts, inputs: list[str], target_ids: list[list[int]]) -> torch.Tensor:
-    """The encoder reads [prompts; input; eos] (right-padded); the decoder is taught the target."""
+def _encoder_decoder_target_logits(llm: "FrozenLLM", prompts, inputs: list[str],
+                                   target_ids: list[list[int]]) -> torch.Tensor:
+    """The encoder reads [prompts; input; eos] (right-padded); the decoder's logits at each target token."""
     embeds, mask = pad_stack(llm._prompt_rows(prompts, inputs))
-    labels = torch.full((len(inputs), max(map(len, target_ids))), -100, dtype=torch.long)
+    labels = torch.full((len(inputs), max(map(len, target_ids))), -100, dtype=torch.long, device=llm.device)
     for i, ids in enumerate(target_ids):
         labels[i, :len(ids)] = torch.tensor(ids)
-    return llm.model(inputs_embeds=embeds, attention_mask=mask.long(), labels=labels.to(llm.device)).loss
+    logits = llm.model(inputs_embeds=embeds, attention_mask=mask.long(), labels=labels).logits  # [B, T, V]
+    return logits[labels != -100]
 
 
 def _is_encoder_decoder(config) -> bool:
@@ -467,10 +474,10 @@ def _is_encoder_decoder(config) -> bool:
 
 ENCODER_DECODER = LLMFamily("encoder-decoder", AutoModelForSeq2SeqLM, _is_encoder_decoder, pad_with_eos=False,
                             generation_pads_left=False, caches_prefix=False, frame=_encoder_decoder_frame,
-                            loss=_encoder_decoder_loss)
+                            target_logits=_encoder_decoder_target_logits)
 DECODER = LLMFamily("decoder", AutoModelForCausalLM, lambda config: not _is_encoder_decoder(config),
                     pad_with_eos=True, generation_pads_left=True, caches_prefix=True, frame=_decoder_frame,
-                    loss=_decoder_loss)
+                    target_logits=_decoder_target_logits)
 # Tried in this order by llm_family: a more specific family goes before the one it refines.
 LLM_FAMILIES: dict[str, LLMFamily] = {family.name: family for family in (ENCODER_DECODER, DECODER)}
 
@@ -494,6 +501,10 @@ class FrozenLLM(nn.Module):
     prompt_position="after_input" puts the prompts between the input and the suffix
     instead (decoder-only: right before the answer, where they can attend to the input).
 
+    answer_mode="choices" answers a classification example by rank classification
+    (`score_choices`: each allowed label's likelihood after the same prompt) instead of
+    generating; `answer` picks per example.
+
     Prefix cache (decoder-only training loss): the prefix is the same for every example,
     comes first, and the LLM is frozen, so its keys and values never change. They are
     computed once (per device and dtype) and each batch starts from them instead of running
@@ -504,8 +515,10 @@ class FrozenLLM(nn.Module):
 
     def __init__(self, model: nn.Module, tokenizer, kind: str, instruction: str,
                  max_input_tokens: int = 256, max_target_tokens: int = 64,
-                 prompt_position: PromptPosition = "before_input"):
+                 prompt_position: PromptPosition = "before_input", answer_mode: Answer = "generate"):
         super().__init__()
+        check_choice("answer", answer_mode, Answer)
+        self.answer_mode = answer_mode
         if kind not in LLM_FAMILIES:
             raise ValueError(f"LLM kind must be one of {', '.join(map(repr, LLM_FAMILIES))}, got {kind!r}")
         check_choice("prompt_position", prompt_position, PromptPosition)
@@ -573,11 +586,64 @@ class FrozenLLM(nn.Module):
         return DynamicCache(config=self.model.config, ddp_cache_data=[
             (k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1)) for k, v in self._prefix_states[key]])
 
+    def _target_ids(self, targets: list[str]) -> list[list[int]]:
+        """Each target's token ids as the LLM learns and scores them: truncated, then EOS."""
+        return [ids + [self.tokenizer.eos_token_id] for ids in self._ids(targets, self.max_target_tokens)]
+
     def loss(self, prompts: torch.Tensor | None, inputs: list[str], targets: list[str]) -> torch.Tensor:
         """prompts [B, Q, D] (or None) -> mean cross-entropy over target tokens."""
-        eos = self.tokenizer.eos_token_id
-        target_ids = [ids + [eos] for ids in self._ids(targets, self.max_target_tokens)]
-        return self.family.loss(self, prompts, inputs, target_ids)
+        target_ids = self._target_ids(targets)
+        logits = self.family.target_logits(self, prompts, inputs, target_ids)  # [N_target, V]
+        labels = torch.tensor([t for ids in target_ids for t in ids], device=logits.device)
+        return F.cross_entropy(logits.float(), labels)
+
+    @torch.no_grad()
+    def score_choices(self, prompts, inputs: list[str], choices: list[tuple[str, ...]]) -> list[list[float]]:
+        """Rank classification: per example, the log-likelihood of each of its allowed answers,
+        the sum of the answer's token log-probabilities (EOS included, as it is trained: the
+        answer and nothing more), given the prompt the answer would be generated from.
+
+        prompts: [B, Q, D], a list of [Q_i, D], or None; every (example, answer) pair is one
+        row, CHOICE_ROWS rows per forward pass.
+        """
+        owner = [i for i, options in enumerate(choices) for _ in options]  # row -> example
+        target_ids = self._target_ids([answer for options in choices for answer in options])
+        target_logits = self.family.target_logits
+        sums: list[float] = []
+        for start in range(0, len(owner), CHOICE_ROWS):
+            rows = owner[start:start + CHOICE_ROWS]
+            ids = target_ids[start:start + CHOICE_ROWS]
+            logits = target_logits(self, None if prompts is None else [prompts[i] for i in rows],
+                                   [inputs[i] for i in rows], ids)  # [N_target, V]
+            labels = torch.tensor([t for row in ids for t in row], device=logits.device)
+            token_logp = logits.float().log_softmax(-1).gather(1, labels[:, None])[:, 0]  # [N_target]
+            sums += [float(part.sum()) for part in token_logp.split([len(row) for row in ids])]
+        scores: list[list[float]] = [[] for _ in choices]
+        for i, score in zip(owner, sums):
+            scores[i].append(score)
+        return scores
+
+    @torch.no_grad()
+    def answer(self, prompts, inputs: list[str], choices: list[tuple[str, ...] | None] | None,
+               max_new_tokens: int, num_beams: int = 1) -> list[str]:
+        """A batch's answers. answer_mode="generate": generated. "choices": each example whose task
+        allows a closed set of answers (choices[i]) gets its best-scored one (`score_choices`;
+        a tie goes to the first); the others (free text) are generated."""
+        scored = [i for i, options in enumerate(choices or []) if options] if self.answer_mode == "choices" else []
+        if not scored:
+            return self.generate(prompts, inputs, max_new_tokens, num_beams)
+
+        def pick(rows: list[int]):
+            return None if prompts is None else [prompts[i] for i in rows]
+        out: list[str] = [""] * len(inputs)
+        for i, scores in zip(scored, self.score_choices(pick(scored), [inputs[i] for i in scored],
+                                                        [choices[i] for i in scored])):
+            out[i] = choices[i][max(range(len(scores)), key=scores.__getitem__)]
+        rest = [i for i in range(len(inputs)) if i not in set(scored)]
+        if rest:
+            for i, text in zip(rest, self.generate(pick(rest), [inputs[i] for i in rest], max_new_tokens, num_beams)):
+                out[i] = text
+        return out
 
     @torch.no_grad()
     def generate(self, prompts: torch.Tensor | None, inputs: list[str], max_new_tokens: int,
@@ -618,7 +684,8 @@ class PersonalizedLLM(nn.Module):
 
     @torch.no_grad()
     def generate(self, batch, max_new_tokens: int, num_beams: int = 1) -> list[str]:
-        return self.llm.generate(self.soft_prompts(batch), batch.inputs, max_new_tokens, num_beams)
+        """The batch's answers, generated or scored among its tasks' labels (the LLM's answer_mode)."""
+        return self.llm.answer(self.soft_prompts(batch), batch.inputs, batch.choices, max_new_tokens, num_beams)
 
     def train(self, mode: bool = True):
         """Frozen parts stay in eval mode (no dropout) whatever mode the rest is in, except the
@@ -745,7 +812,7 @@ class BehavioralTwin(PersonalizedLLM):
         if self.memory is None:
             history, history_mask = encoder(batch.history)
         else:
-            queries = encoder.encode_texts(query_texts(batch))  # [B, H], frozen and cached
+            queries = encoder.encode_texts(batch.query)  # [B, H], frozen and cached
             chosen, rows = self.memory.select(batch.history, queries, encoder.encode_texts)
             history, history_mask = pad_history(rows, encoder.hidden_size)
             device = next(encoder.backbone.parameters()).device
@@ -864,3 +931,213 @@ class PromptTuning(PersonalizedLLM):
 
     def soft_prompts(self, batch) -> torch.Tensor:
         return self.prompts.expand(len(batch.inputs), -1, -1)  # [B, Q, D]
+
+
+# ----------------------------------------------------------------------------- untrained rule baselines
+# Floors that any learned method must clear: a fixed rule per task over the frozen history
+# encoder's embeddings (cosine similarity), no LLM, nothing trained. `profile_rule` reads
+# only the history, `input_rule` only the question. Their per-task rules are the tables
+# PROFILE_RULES and INPUT_RULES below; each rule sees one example and its embedder.
+
+def lead_sentence(text: str) -> str:
+    """The first sentence of `text` (lead-1, the classic headline baseline)."""
+    text = text.strip()
+    return re.split(r"(?<=[.!?])\s+", text, maxsplit=1)[0] if text else text
+
+
+def nearest_label(value: float, labels: tuple[str, ...]) -> str:
+    """The numeric label closest to `value`; a tie goes to the larger (round half up)."""
+    return min(labels, key=lambda label: (abs(float(label) - value), -float(label)))
+
+
+@dataclass
+class RuleExample:
+    """One example as a rule sees it (the batch's fields at one index)."""
+
+    id: str
+    task: str
+    input: str
+    query: str  # the task's retrieval query (batch.query)
+    choices: tuple[str, ...] | None
+    history: list[str]
+    outputs: list[str] | None  # each history item's own answer (TaskSpec.profile_output)
+
+
+class RuleBaseline(nn.Module):
+    """Answers by a fixed rule per task (`rules`: task name -> rule); no LLM, nothing trains.
+
+    The frozen history encoder embeds every text a batch's rules compare, in one pass
+    through the history store; rows are L2-normalised, so a dot product is a cosine.
+    """
+
+    reads_history = False
+    rules: dict = {}
+    llm = None  # no LLM: the frozen-LLM control does not apply
+
+    def __init__(self, behavioral_encoder: BehavioralEncoder):
+        super().__init__()
+        self.behavioral_encoder = behavioral_encoder
+
+    def texts(self, example: RuleExample) -> list[str]:
+        """What the rules may embed for `example`: its query, the LaMP-1 titles, its labels."""
+        parsed = [*(lamp1_candidates(example.input) or ()), lamp1_paper_title(example.input) or ""]
+        return [example.query, *(example.choices or ()), *(t for t in parsed if t)]
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        return {}
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def forward(self, batch) -> torch.Tensor:
+        raise RuntimeError(f"{type(self).__name__} is an untrained rule: it has no loss to train")
+
+    @torch.no_grad()
+    def generate(self, batch, max_new_tokens: int = 0, num_beams: int = 1) -> list[str]:
+        """One answer per example (the LLM's generation budget and beams do not apply)."""
+        outputs = getattr(batch, "history_outputs", None) or [None] * len(batch.ids)
+        examples = [RuleExample(*fields) for fields in zip(batch.ids, batch.task, batch.inputs, batch.query,
+                                                           batch.choices, batch.history, outputs)]
+        texts = [t for e in examples for t in self.texts(e)]
+        distinct = list(dict.fromkeys(texts))
+        rows = F.normalize(self.behavioral_encoder.encode_texts(distinct), dim=-1)  # [N, H]
+        row_of = {text: i for i, text in enumerate(distinct)}
+
+        def embed(items: list[str]) -> torch.Tensor:  # texts (n) -> unit rows [n, H]
+            return rows[[row_of[t] for t in items]] if items else rows.new_zeros(0, rows.shape[1])
+        answers = []
+        for example in examples:
+            rule = self.rules.get(example.task)
+            if rule is None:
+                raise ValueError(f"{type(self).__name__} has no rule for {example.task} "
+                                 f"(rules for {', '.join(self.rules)})")
+            answers.append(rule(self, example, embed))
+        return answers
+
+
+def _candidates(example: RuleExample) -> tuple[str, str]:
+    candidates = lamp1_candidates(example.input)
+    if candidates is None:
+        raise ValueError(f"example {example.id}: a LaMP-1 question must end '[1]: \"...\" [2]: \"...\"'")
+    return candidates
+
+
+def _similarities(example: RuleExample, embed) -> torch.Tensor:
+    """[P]: cosine of each history item to the example's query."""
+    return embed(example.history) @ embed([example.query])[0]
+
+
+def _outputs(example: RuleExample) -> list[str]:
+    if example.outputs is None:
+        raise ValueError(f"example {example.id}: {example.task} history items carry no answers (profile_output)")
+    return example.outputs
+
+
+class ProfileRule(RuleBaseline):
+    """`profile_rule`: answers from the user's history alone (the question only ranks it).
+
+    LaMP-1    the candidate closest to the profile: to the mean of the profile papers'
+              unit embeddings (a cosine to each paper, averaged);
+    LaMP-2    the tag most of the `k` items most similar to the input carry (a tie: the
+              tag whose voters are more similar in sum);
+    LaMP-3    the ratings of the `k` most similar reviews, weighted by their cosine (floored
+              at 0; all 0: plain mean), rounded to the nearest valid rating;
+    LaMP-4..6 the title of the most similar item; LaMP-7 the most similar past tweet.
+    An empty history answers the first label (free text: the empty string).
+    """
+
+    reads_history = True
+
+    def __init__(self, behavioral_encoder: BehavioralEncoder, k: int = 4):
+        super().__init__(behavioral_encoder)
+        if k < 1:
+            raise ValueError(f"rule_k must be >= 1, got {k}")
+        self.k = k
+
+    def texts(self, example: RuleExample) -> list[str]:
+        return [*example.history, *super().texts(example)]
+
+    def closest_to_profile(self, example: RuleExample, embed) -> str:
+        if not example.history:
+            return example.choices[0]
+        profile = embed(example.history).mean(0)  # [H]
+        return example.choices[int((embed(list(_candidates(example))) @ profile).argmax())]
+
+    def tag_vote(self, example: RuleExample, embed) -> str:
+        if not example.history:
+            return example.choices[0]
+        similarity = _similarities(example, embed)
+        top = similarity.topk(min(self.k, len(similarity))).indices.tolist()
+        votes: dict[str, tuple[int, float]] = {}
+        for i in top:
+            count, total = votes.get(_outputs(example)[i], (0, 0.0))
+            votes[_outputs(example)[i]] = (count + 1, total + float(similarity[i]))
+        return max(votes, key=votes.get)
+
+    def weighted_rating(self, example: RuleExample, embed) -> str:
+        if not example.history:
+            return example.choices[0]
+        similarity = _similarities(example, embed)
+        top = similarity.topk(min(self.k, len(similarity))).indices
+        weights = similarity[top].clamp(min=0)
+        if float(weights.sum()) == 0:
+            weights = torch.ones_like(weights)
+        ratings = torch.tensor([float(_outputs(example)[i]) for i in top.tolist()])
+        return nearest_label(float((weights.cpu() * ratings).sum() / weights.sum().cpu()), example.choices)
+
+    def most_similar_output(self, example: RuleExample, embed) -> str:
+        if not example.history:
+            return ""
+        return _outputs(example)[int(_similarities(example, embed).argmax())]
+
+    rules = {"LaMP-1": closest_to_profile, "LaMP-2": tag_vote, "LaMP-3": weighted_rating,
+             "LaMP-4": most_similar_output, "LaMP-5": most_similar_output, "LaMP-6": most_similar_output,
+             "LaMP-7": most_similar_output}
+
+
+class InputRule(RuleBaseline):
+    """`input_rule`: answers from the question alone (no history).
+
+    LaMP-1    the candidate closest to the user's own paper title;
+    LaMP-2    the tag whose own embedding is closest to the movie description;
+    LaMP-3    the most common rating of the training split (a review's words alone give a
+              frozen sentence encoder no scale to read a rating on; a tie: the lower rating);
+    LaMP-4..6 the first sentence of the article, abstract or email (lead-1);
+    LaMP-7    the tweet itself, copied.
+    """
+
+    def __init__(self, behavioral_encoder: BehavioralEncoder):
+        super().__init__(behavioral_encoder)
+        self.most_common: dict[str, str] = {}  # task -> the training split's most common answer
+
+    def learn_most_common(self, task: str, answers: list[str], labels: tuple[str, ...]) -> None:
+        """Count a task's training answers (no optimizer: the one statistic LaMP-3's rule needs)."""
+        counts = {label: 0 for label in labels}
+        for answer in answers:
+            if answer.strip() in counts:
+                counts[answer.strip()] += 1
+        self.most_common[task] = max(labels, key=counts.get)  # max keeps the first of a tie
+
+    def closest_to_title(self, example: RuleExample, embed) -> str:
+        title = lamp1_paper_title(example.input)
+        if title is None:
+            raise ValueError(f"example {example.id}: a LaMP-1 question names the paper 'title \"...\",'")
+        return example.choices[int((embed(list(_candidates(example))) @ embed([title])[0]).argmax())]
+
+    def label_closest_to_input(self, example: RuleExample, embed) -> str:
+        return example.choices[int((embed(list(example.choices)) @ embed([example.query])[0]).argmax())]
+
+    def training_majority(self, example: RuleExample, embed) -> str:
+        if example.task not in self.most_common:
+            raise ValueError(f"input_rule answers {example.task} with the training split's most common answer, "
+                             "but saw no training data; run it with mode=sequential or joint")
+        return self.most_common[example.task]
+
+    def lead(self, example: RuleExample, embed) -> str:
+        return lead_sentence(example.query)
+
+    def copy(self, example: RuleExample, embed) -> str:
+        return example.query
+
+    rules = {"LaMP-1": closest_to_title, "LaMP-2": label_closest_to_input, "LaMP-3": training_majority,
+             "LaMP-4": lead, "LaMP-5": lead, "LaMP-6": lead, "LaMP-7": copy}

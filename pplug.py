@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from dataset.collate import LaMPItem
-from dataset.tasks import ProfileItem, get_task
+from dataset.tasks import ProfileItem, get_task, lamp1_paper_title
 from model import BehavioralEncoder, FrozenLLM, InputEncoder, PersonalizedLLM
 from trainers.config import PPlugRescale, check_choice
 
@@ -66,15 +66,10 @@ def history_text(task_name: str, item: ProfileItem) -> str:
     return " ".join(str(item[name]) for name in HISTORY_FIELDS[get_task(task_name).name])
 
 
-def pplug_query(task_name: str, input_text: str) -> str:
-    """The part of a question PPlug's input encoder reads."""
-    if get_task(task_name).name == "LaMP-1":
-        # '... the paper with the title "T", which reference ...': the user's own paper.
-        start = input_text.find('title "')
-        end = input_text.find('",', start + 7)
-        if start >= 0 and end >= 0:
-            return input_text[start + 7:end]
-    return get_task(task_name).retrieval_query(input_text)
+def pplug_query(task_name: str, input_text: str, retrieval_query: str) -> str:
+    """The part of a question PPlug's input encoder reads (batch.task, .inputs, .query)."""
+    title = lamp1_paper_title(input_text) if task_name == "LaMP-1" else None  # the user's own paper
+    return retrieval_query if title is None else title
 
 
 def projector(in_dim: int, out_dim: int) -> nn.Sequential:
@@ -130,7 +125,8 @@ class PPlug(PersonalizedLLM):
     def soft_prompts(self, batch) -> torch.Tensor:
         history, history_mask = self.behavioral_encoder(batch.history)  # [B, P, H], [B, P]
         history = F.normalize(history, dim=-1)
-        queries = [self.query_instruction + pplug_query(task, text) for task, text in zip(batch.task, batch.inputs)]
+        queries = [self.query_instruction + pplug_query(*example)
+                   for example in zip(batch.task, batch.inputs, batch.query)]
         query = F.normalize(self.input_encoder(queries)[0][:, 0], dim=-1)  # [B, H]
         weights = self.aggregation_weights(history, history_mask, query)  # [B, P]
         persona = torch.einsum("bp,bpd->bd", weights, self.persona_mlp(history))  # [B, D]

@@ -4,12 +4,13 @@
     python train.py --config config/lamp/LaMP-1.yaml --lr=3e-4
     accelerate launch --config_file config/ds_config.yaml train.py --config config/lamp/LaMP-1.yaml
     python train.py --mode=eval_only --resume_from=saved/<run>
-    python train.py --models=twin,pplug,none,rag,prompt_tuning,mean --seeds=3   # comparison table
+    python train.py --models=twin,pplug,rag,none,profile_rule,input_rule --seeds=3  # comparison table
     python train.py --help                              # every setting with its meaning
 
 Every run writes saved/<run>/: config.json, distributed.json (processes, DeepSpeed ZeRO stage,
-precision), metrics.json, controls.json, metrics_history.json,
-predictions/<task>_<split>.json (LaMP's official format), results.md and checkpoints/.
+precision), metrics.json, controls.json, references.json (the untrained rules on the same data),
+metrics_history.json, predictions/<task>_<split>.json (LaMP's official format), results.md and
+checkpoints/.
 """
 
 import sys
@@ -24,7 +25,7 @@ data_dir = "embedded"    # a folder in LaMP's layout, or the generated offline t
 encoder = "minilm"       # BAAI/bge-base-en-v1.5 on a cluster
 llm = "smollm2-135m"     # google/flan-t5-xxl or Qwen/... on a cluster
 llm_dtype = "bfloat16"   # frozen LLM weights; use "float32" on a CPU without native bf16 (emulated, slow)
-model = "twin"           # twin | pplug | none | rag | prompt_tuning | mean
+model = "twin"           # twin | pplug | none | rag | prompt_tuning | mean | profile_rule | input_rule
 models = []              # several, e.g. ["twin", "pplug", "rag"]: one comparison table
 lr = 1e-4
 warmup_ratio = 0.05

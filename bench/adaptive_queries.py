@@ -32,7 +32,8 @@ from bench.qformer_probe import TASK, label_logits, labels
 from trainers.config import TrainConfig
 from dataset.collate import collate
 from model import pad_stack
-from trainers.builder import build_model, load_datasets
+from trainers.builder import load_datasets
+from trainers.methods import build_model
 
 
 class CachedInputs(nn.Module):

@@ -42,10 +42,11 @@ from torch.profiler import ProfilerActivity, profile
 
 from bench.common import (add_results_option, add_threads_option, apply_threads, default_config, write_report,
                           write_results_section)
-from dataset.collate import Batch
+from dataset.collate import Batch, LaMPItem, collate
 from dataset.history_store import HistoryStore
 from dataset.memory import HistoryMemory
-from trainers.builder import build_model, load_datasets
+from trainers.builder import load_datasets
+from trainers.methods import build_model
 
 
 def peak_tensor_bytes(fn) -> int:
@@ -69,8 +70,7 @@ def fresh(texts: list[str]) -> list[str]:
 def measure(twin, history: list[str], questions, repeats: int) -> dict:
     """One history length, memory as set on `twin`: median seconds and peak bytes per example."""
     def example(question) -> Batch:
-        return Batch(ids=[question.id], task=["LaMP-1"], history=[fresh(history)], inputs=[question.input],
-                     targets=[question.output])
+        return collate([LaMPItem(question.id, "LaMP-1", fresh(history), question.input, question.output)])
     stream = iter(questions)
     started = time.perf_counter()
     twin.soft_prompts(example(next(stream)))  # warm-up; with memory it builds this user's index

@@ -31,7 +31,8 @@ import torch
 from bench.common import (Clock, add_results_option, default_config, each_first_in_turn, machine_info, write_report,
                           write_results_section)
 from dataset.collate import collate
-from trainers.builder import build_model, load_datasets, rag_prompter
+from trainers.builder import load_datasets, rag_prompter
+from trainers.methods import build_model
 
 METHODS = ("none", "twin", "pplug", "rag")
 

@@ -22,7 +22,8 @@ from bench.common import add_results_option, default_config, write_report, write
 from trainers.config import TrainConfig
 from dataset.collate import collate
 from dataset.tasks import get_task
-from trainers.builder import build_model, load_datasets
+from trainers.builder import load_datasets
+from trainers.methods import build_model
 
 TASK = "LaMP-1"
 LABELS = get_task(TASK).labels

@@ -41,7 +41,8 @@ from bench.common import (Clock, add_results_option, autocast, default_config, e
 from dataset.collate import collate
 from dataset.history_store import HistoryStore
 from model import BehavioralEncoder, BehavioralTwin
-from trainers.builder import build_model, load_datasets
+from trainers.builder import load_datasets
+from trainers.methods import build_model
 from trainers.trainer import epoch_order, make_optimizer
 
 SEED_MAX_LENGTH = 512  # seed_style pads every history item to this many tokens

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from dataset.lamp import LaMPExample
 from dataset.numeric import item_features
-from dataset.tasks import ProfileItem, TaskSpec
+from dataset.tasks import ProfileItem, TaskSpec, get_task
 
 T = TypeVar("T")
 
@@ -24,8 +24,16 @@ class Batch:
     history: list[list[str]]  # profile texts per example, at most max_history each
     inputs: list[str]  # the question text
     targets: list[str] | None  # gold outputs; None if any example lacks one
+    # What each example searches its history with: its task's retrieval query (LaMP's own
+    # convention, e.g. the two candidate titles for LaMP-1). Here so no model asks the tasks.
+    query: list[str]
+    # The answers each example's task allows (TaskSpec.labels), None for free text.
+    choices: list[tuple[str, ...] | None]
     # Per example, per history item, its dataset.numeric feature row (numeric_signals only).
     history_numbers: list[list[list[float]]] | None = None
+    # Per example, per history item, the item's own answer (TaskSpec.profile_output), for the
+    # rule baselines; None when the task's items carry none.
+    history_outputs: list[list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -41,6 +49,7 @@ class LaMPItem:
     input: str
     target: str | None
     numbers: list[list[float]] | None = None  # a feature row per history item (numeric_signals)
+    outputs: list[str] | None = None  # each history item's own answer (TaskSpec.profile_output)
 
 
 def select_history(profile_texts: Sequence[T], max_history: int) -> list[T]:
@@ -80,8 +89,12 @@ class LaMPDataset(Dataset):
         if self.numeric:
             numbers = [item_features(item, self.task.numeric_fields)
                        for item in select_history(example.profile, self.max_history)]
+        outputs = None
+        if self.task.profile_output is not None:
+            outputs = [str(item[self.task.profile_output]).strip()
+                       for item in select_history(example.profile, self.max_history)]
         return LaMPItem(id=example.id, task=self.task.name, history=self._history(example),
-                        input=example.input, target=example.output, numbers=numbers)
+                        input=example.input, target=example.output, numbers=numbers, outputs=outputs)
 
     def all_history_texts(self) -> list[str]:
         """Distinct history texts after selection, in first-seen order, so embeddings can
@@ -97,15 +110,20 @@ class LaMPDataset(Dataset):
 
 
 def collate(items: Sequence[LaMPItem]) -> Batch:
-    """Stack items into a Batch (use as a DataLoader collate_fn)."""
+    """Stack items into a Batch (use as a DataLoader collate_fn); the task of each item
+    gives its retrieval query and allowed answers."""
     targets = [item.target for item in items]
+    tasks = [get_task(item.task) for item in items]
     return Batch(
         ids=[item.id for item in items],
         task=[item.task for item in items],
         history=[list(item.history) for item in items],
         inputs=[item.input for item in items],
         targets=None if any(target is None for target in targets) else targets,
+        query=[task.retrieval_query(item.input) for task, item in zip(tasks, items)],
+        choices=[task.labels for task in tasks],
         history_numbers=None if any(item.numbers is None for item in items) else [item.numbers for item in items],
+        history_outputs=None if any(item.outputs is None for item in items) else [item.outputs for item in items],
     )
 
 

@@ -27,8 +27,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from dataset.tasks import get_task
-
 # Histories whose index stays in memory. A LaMP user averages ~100 items: 2048 users of
 # BGE-base embeddings (768 floats) take ~0.6 GB. Past it the least recently used index
 # is dropped and rebuilt when its user comes back (it costs one pass over P rows).
@@ -105,10 +103,3 @@ class HistoryMemory:
             ids.append(chosen)
             rows.append(index.rows(chosen))
         return ids, rows
-
-
-def query_texts(batch) -> list[str]:
-    """What each example searches its history with: the task's retrieval query (LaMP's own
-    convention, e.g. the two candidate titles for LaMP-1), or the whole input."""
-    tasks = getattr(batch, "task", None) or [None] * len(batch.inputs)
-    return [get_task(task).retrieval_query(text) if task else text for task, text in zip(tasks, batch.inputs)]

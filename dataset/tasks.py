@@ -78,6 +78,10 @@ class TaskSpec:
     # (profile field, kind) pairs the numeric-signal path reads (dataset/numeric.py); items
     # lacking a field just leave its slot empty.
     numeric_fields: tuple[tuple[str, str], ...] = ()
+    # The profile field that holds the user's own answer of this task's kind (LaMP-2 the
+    # tag, LaMP-3 the score, LaMP-4..7 the title or tweet), which the untrained profile
+    # rule answers with; None when profile items answer no such question (LaMP-1's papers).
+    profile_output: str | None = None
 
     def __post_init__(self) -> None:
         # Checked at import, so a mistyped spec fails loudly before any data is read.
@@ -94,6 +98,9 @@ class TaskSpec:
         bad_kinds = [kind for _, kind in self.numeric_fields if kind not in NUMERIC_KINDS]
         if bad_kinds:
             raise ValueError(f"TaskSpec {self.name}: numeric kinds {bad_kinds} are not among {NUMERIC_KINDS}")
+        if self.profile_output is not None and self.profile_output not in self.profile_fields:
+            raise ValueError(f"TaskSpec {self.name}: profile_output {self.profile_output!r} is not in profile_fields "
+                             f"{self.profile_fields}")
         templates = [self.rag.item] + ([self.rag.frame] if isinstance(self.rag.frame, str) else [])
         rag_fields = {name for text in templates for _, name, _, _ in string.Formatter().parse(text) if name}
         rag_fields |= {self.rag.shorten}
@@ -135,13 +142,24 @@ def join_sentences(*parts: object) -> str:
 _LAMP1_CANDIDATES = re.compile(r'\[1\]:\s*"(?P<first>.*)"\s*\[2\]:\s*"(?P<second>.*)"\s*$', re.DOTALL)
 
 
+def lamp1_candidates(input_text: str) -> tuple[str, str] | None:
+    """The two candidate references of a LaMP-1 question, or None if it has no such shape."""
+    match = _LAMP1_CANDIDATES.search(input_text)
+    return None if match is None else (match["first"].strip(), match["second"].strip())
+
+
+def lamp1_paper_title(input_text: str) -> str | None:
+    """The user's own paper in '... the paper with the title "T", which reference ...', or None."""
+    start = input_text.find('title "')
+    end = input_text.find('",', start + 7)
+    return input_text[start + 7:end] if start >= 0 and end >= 0 else None
+
+
 def _lamp1_query(input_text: str) -> str:
     # LaMP searches with the two candidate references, not the user's own paper title:
     # the profile paper that resembles a candidate is the evidence for picking it.
-    match = _LAMP1_CANDIDATES.search(input_text)
-    if match is None:
-        return input_text.strip()
-    return f"{match['first'].strip()} {match['second'].strip()}"
+    candidates = lamp1_candidates(input_text)
+    return input_text.strip() if candidates is None else " ".join(candidates)
 
 
 def text_after(marker: str) -> Callable[[str], str]:
@@ -226,6 +244,7 @@ TASKS: dict[str, TaskSpec] = {
             rag=RagFormat('the tag for the movie: "{description}" is "{tag}" ', "description",
                           frame='the tag for the movie: " " is "{tag}" '),
             numeric_fields=_DATED,
+            profile_output="tag",
         ),
         TaskSpec(
             name="LaMP-3",  # personalized product rating, 1-5
@@ -238,6 +257,7 @@ TASKS: dict[str, TaskSpec] = {
             extract_query=text_after("review:"),
             rag=RagFormat('{score} is the score for "{text}" ', "text", frame='{score} is the score for " " '),
             numeric_fields=(("score", "rating"), *_DATED),
+            profile_output="score",
         ),
         TaskSpec(
             name="LaMP-4",  # personalized news headline generation
@@ -250,6 +270,7 @@ TASKS: dict[str, TaskSpec] = {
             extract_query=text_after("article:"),
             rag=RagFormat('"{title}" is the title for "{text}" ', "text", frame='"{title}" is the title for " " '),
             numeric_fields=_DATED,
+            profile_output="title",
         ),
         TaskSpec(
             name="LaMP-5",  # personalized scholarly title generation
@@ -264,6 +285,7 @@ TASKS: dict[str, TaskSpec] = {
             rag=RagFormat('"{title}" is a title for "{abstract}" ', "abstract", frame='"{title}" is a title " " ',
                           lead=". Following the given patterns ", reserve="Following the given patterns"),
             numeric_fields=_DATED,
+            profile_output="title",
         ),
         TaskSpec(
             name="LaMP-6",  # personalized email subject generation (Avocado corpus, not public)
@@ -276,6 +298,7 @@ TASKS: dict[str, TaskSpec] = {
             extract_query=text_after(":"),
             rag=RagFormat('"{title}" is the title for "{text}" ', "text", frame='"{title}" is the title for " " '),
             numeric_fields=_DATED,
+            profile_output="title",
         ),
         TaskSpec(
             name="LaMP-7",  # personalized tweet paraphrasing
@@ -291,6 +314,7 @@ TASKS: dict[str, TaskSpec] = {
                           lead=" are written by a person. Following the given patterns ",
                           reserve="are written by user. Following the given patterns"),
             numeric_fields=_DATED,
+            profile_output="text",
         ),
     )
 }

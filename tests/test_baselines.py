@@ -8,6 +8,7 @@ import torch
 
 from model import NoPersonalization, PromptTuning
 from model import BehavioralEncoder, FrozenLLM, InputEncoder
+from dataset.tasks import get_task
 from pplug import HistoryDropAugmented, PPlug, pplug_query
 from tiny_models import INPUTS, batch, build_twin, run_script, tiny_bert, tiny_llama, tiny_t5
 from trainers.compare import mcnemar_p, paired_bootstrap_p
@@ -84,9 +85,9 @@ def test_pplug_weights_sum_to_one_and_ignore_padded_items():
 def test_pplug_reads_the_users_paper_title_for_lamp1():
     question = ('For an author who has written the paper with the title "Deep nets", which reference is '
                 'related? Just answer with [1] or [2] without explanation. [1]: "A" [2]: "B"')
-    assert pplug_query("LaMP-1", question) == "Deep nets"
-    assert pplug_query("LaMP-7", "Paraphrase the following tweet without any explanation before or after it: hi") \
-        == "hi"
+    assert pplug_query("LaMP-1", question, get_task("LaMP-1").retrieval_query(question)) == "Deep nets"
+    tweet = "Paraphrase the following tweet without any explanation before or after it: hi"
+    assert pplug_query("LaMP-7", tweet, get_task("LaMP-7").retrieval_query(tweet)) == "hi"
 
 
 def test_pplug_augmentation_drops_history_deterministically():
@@ -110,7 +111,7 @@ def test_significance_tests():
 
 
 def test_comparison_command_writes_the_table(tmp_path, tiny_model_dirs, lamp_dir):  # noqa: F811
-    models = "twin,pplug,none,rag,prompt_tuning,mean"
+    models = "twin,pplug,none,rag,prompt_tuning,mean,profile_rule,input_rule"
     assert run_script(tmp_path, tiny_model_dirs, lamp_dir, "--run_name=cmp", f"--models={models}",
                       "--seeds=2", "--max_train_examples=8", "--max_eval_examples=6") == 0
     table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())

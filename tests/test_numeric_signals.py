@@ -58,12 +58,15 @@ def test_embedded_lamp3_only_the_dates_reveal_the_answer(ratings_dir, tmp_path):
     assert (again / dev_file).read_bytes() == (ratings_dir / dev_file).read_bytes()
 
 
-def test_other_history_control_moves_the_numbers_with_the_texts(ratings_dir):
+def test_other_history_control_moves_the_numbers_and_item_answers_with_the_texts(ratings_dir):
     examples = load_split(ratings_dir, "LaMP-3", "dev", LAMP3.profile_fields)[:3]
     batch = collate([LaMPDataset(examples, LAMP3, 0, numeric=True)[i] for i in range(3)])
-    histories, numbers = dict(zip(batch.ids, batch.history)), dict(zip(batch.ids, batch.history_numbers))
-    rotated = rotate_histories(batch, histories, batch.ids, numbers)
-    assert rotated.history[0] == batch.history[1] and rotated.history_numbers[0] == batch.history_numbers[1]
+    rotated = rotate_histories(collate([LaMPDataset(examples, LAMP3, 0, numeric=True)[i] for i in (2, 0)]), batch)
+    assert rotated.ids == [examples[2].id, examples[0].id]
+    assert rotated.history == [batch.history[0], batch.history[1]]
+    assert rotated.history_numbers == [batch.history_numbers[0], batch.history_numbers[1]]
+    assert rotated.history_outputs == [batch.history_outputs[0], batch.history_outputs[1]]
+    assert batch.history_outputs[0] == [str(p["score"]) for p in examples[0].profile]
 
 
 def probe_accuracy(ratings_dir, numeric: bool, steps: int = 160, seed: int = 0) -> float:

@@ -15,6 +15,7 @@ from model import BehavioralEncoder, FrozenLLM, InputEncoder
 from tiny_models import tiny_bert, tiny_llama, tiny_t5
 from trainers import builder
 from trainers.config import ConfigError, TrainConfig, resolve_config
+from trainers.methods import build_model
 
 ITEMS = {
     "LaMP-1": ({"title": "Deep nets", "abstract": "We study nets."}, "Deep nets We study nets."),
@@ -57,7 +58,8 @@ def small_pplug(llm_family: str, rescale: str = "auto", instruction: str = "") -
 
 
 BATCH = SimpleNamespace(history=[["graph neural networks", "galaxy surveys"]], task=["LaMP-7"],
-                        inputs=["Paraphrase the following tweet without any explanation before or after it: hi there"])
+                        inputs=["Paraphrase the following tweet without any explanation before or after it: hi there"],
+                        query=["hi there"])
 
 
 def test_bge_query_instruction_goes_before_every_query():
@@ -89,11 +91,11 @@ def test_t5_scale_is_the_codes_constants_and_auto_picks_them_for_encoder_decoder
 def test_builder_trains_the_whole_input_encoder_and_cuts_items_at_the_encoders_limit(tiny_model_dirs, tmp_path):
     settings = dict(model="pplug", encoder=str(tiny_model_dirs / "bert"), llm=str(tiny_model_dirs / "llama"),
                     cache_dir=str(tmp_path))
-    model = builder.build_model(TrainConfig(**settings))
+    model = build_model(TrainConfig(**settings))
     assert all(p.requires_grad for p in model.input_encoder.backbone.parameters()), "embeddings included"
     assert model.behavioral_encoder.max_length == 512  # tiny BERT: 512 position embeddings, no tokenizer limit
     assert model.query_instruction == ""  # not a BGE encoder
-    partial = builder.build_model(TrainConfig(pplug_tune_layers=2, pplug_max_item_tokens=128, **settings))
+    partial = build_model(TrainConfig(pplug_tune_layers=2, pplug_max_item_tokens=128, **settings))
     tuned = {name.split(".")[2] for name, p in partial.input_encoder.backbone.named_parameters()
              if p.requires_grad and name.startswith("encoder.layer.")}
     assert tuned == {"2", "3"} and not partial.input_encoder.backbone.embeddings.word_embeddings.weight.requires_grad

@@ -120,7 +120,11 @@ TARGETS = ["[1]", "[2]", "[1]"]
 
 
 def batch(history=HISTORY, inputs=INPUTS, targets=TARGETS, tasks=None):
-    return SimpleNamespace(history=history, inputs=inputs, targets=targets, task=tasks or ["LaMP-1"] * len(inputs))
+    """What dataset.collate.collate makes of these examples."""
+    tasks = tasks or ["LaMP-1"] * len(inputs)
+    return SimpleNamespace(history=history, inputs=inputs, targets=targets, task=tasks,
+                           query=[get_task(t).retrieval_query(x) for t, x in zip(tasks, inputs)],
+                           choices=[get_task(t).labels for t in tasks])
 
 
 def build_twin(llm="llama", queries=4, aggregator="qformer", store=None, output="tokens", label_loss=0.0):

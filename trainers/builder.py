@@ -1,4 +1,6 @@
-"""Build a model (Behavioral Twin or a baseline) and the task data from a TrainConfig."""
+"""Build the parts of a method (LLM, encoders, each method's model) and the task data from a TrainConfig.
+
+Which builder makes which method is trainers/methods.py's registry."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from tqdm.auto import tqdm
 
 from trainers import config as config_lib
 from trainers import model_registry
-from model import NoPersonalization, PromptTuning
 from dataset.collate import LaMPDataset
 from dataset.embedded.lamp1 import ensure_embedded_data
 from dataset.embedded.lamp7 import ensure_embedded_lamp7
@@ -22,7 +23,8 @@ from dataset.embedded.lamp3 import ensure_embedded_lamp3
 from dataset.numeric import NUM_FEATURES
 from dataset.history_store import HistoryStore, store_identity
 from dataset.memory import HistoryMemory
-from model import BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, PersonalizedLLM, QFormer
+from model import (BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, InputRule, NoPersonalization,
+                   ProfileRule, PromptTuning, QFormer)
 import pplug
 
 DTYPES = {name: getattr(torch, name) for name in config_lib.choices(config_lib.LLMDtype)}  # llm_dtype -> torch
@@ -64,30 +66,38 @@ def build_llm(cfg) -> FrozenLLM:
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return FrozenLLM(model, tokenizer, kind, cfg.instruction, cfg.max_input_tokens, cfg.max_target_tokens,
-                     cfg.prompt_position)
+                     cfg.prompt_position, answer_mode=cfg.answer)
 
 
-def build_model(cfg) -> PersonalizedLLM:
-    """Load the encoders and the LLM named in `cfg` and assemble `cfg.model`.
+# --- one builder per method (trainers/methods.py names them). Trainable weights are
+# initialised right after torch.manual_seed(cfg.seed), so they depend on the seed alone,
+# not on what was loaded before.
 
-    Trainable weights are initialised right after torch.manual_seed(cfg.seed), so they
-    depend on the seed alone, not on what was loaded before.
-    """
+def build_frozen_llm_alone(cfg) -> NoPersonalization:
+    """none, and rag (which differs in its inputs, not its model)."""
+    return NoPersonalization(build_llm(cfg))
+
+
+def build_prompt_tuning(cfg) -> PromptTuning:
     llm = build_llm(cfg)
-    if cfg.model in ("none", "rag"):  # rag differs in its inputs (retrieval_augmented), not its model
-        return NoPersonalization(llm)
-    if cfg.model == "prompt_tuning":
-        torch.manual_seed(cfg.seed)
-        return PromptTuning(llm, cfg.num_queries)
-    behavioral = build_history_encoder(cfg)
-    if cfg.model == "pplug":
-        whole = cfg.pplug_tune_layers < 0  # PPlug's code trains all of its input encoder
-        input_encoder = build_input_encoder(cfg, "pooled", tune_layers=0 if whole else cfg.pplug_tune_layers)
-        if whole:
-            pplug.train_whole(input_encoder)
-        torch.manual_seed(cfg.seed)
-        instruction = pplug.query_instruction(cfg.encoder) if cfg.pplug_query_instruction else ""
-        return pplug.PPlug(behavioral, input_encoder, llm, cfg.pplug_rescale, instruction)
+    torch.manual_seed(cfg.seed)
+    return PromptTuning(llm, cfg.num_queries)
+
+
+def build_pplug(cfg) -> pplug.PPlug:
+    llm, behavioral = build_llm(cfg), build_history_encoder(cfg)
+    whole = cfg.pplug_tune_layers < 0  # PPlug's code trains all of its input encoder
+    input_encoder = build_input_encoder(cfg, "pooled", tune_layers=0 if whole else cfg.pplug_tune_layers)
+    if whole:
+        pplug.train_whole(input_encoder)
+    torch.manual_seed(cfg.seed)
+    instruction = pplug.query_instruction(cfg.encoder) if cfg.pplug_query_instruction else ""
+    return pplug.PPlug(behavioral, input_encoder, llm, cfg.pplug_rescale, instruction)
+
+
+def build_twin(cfg, aggregator: str = "qformer") -> BehavioralTwin:
+    """Behavioral Twin; aggregator="mean" is the `mean` ablation."""
+    llm, behavioral = build_llm(cfg), build_history_encoder(cfg)
     input_encoder = build_input_encoder(cfg, cfg.input_output)
     hidden = behavioral.hidden_size
     if hidden % cfg.qformer_heads:
@@ -96,14 +106,25 @@ def build_model(cfg) -> PersonalizedLLM:
     qformer = QFormer(hidden, cfg.num_queries, cfg.qformer_layers, cfg.qformer_heads, cfg.qformer_dropout,
                       cfg.qformer_norm_first, cfg.qformer_init,
                       numeric_features=NUM_FEATURES if cfg.numeric_signals else 0, causal_queries=cfg.nested_queries)
-    return BehavioralTwin(behavioral, input_encoder, qformer, llm,
-                          aggregator="mean" if cfg.model == "mean" else "qformer",
+    return BehavioralTwin(behavioral, input_encoder, qformer, llm, aggregator=aggregator,
                           memory=HistoryMemory(cfg.memory_top_n) if cfg.memory_top_n else None,
                           nested_queries=cfg.nested_queries, inference_queries=cfg.inference_queries,
                           # The label heads only train: an evaluation builds none, so it can
                           # evaluate a checkpoint on any of the tasks (checkpoint.load_weights).
                           label_loss=0 if cfg.mode == "eval_only" else cfg.label_loss,
                           task_labels={t: get_task(t).labels for t in cfg.tasks})
+
+
+def build_mean(cfg) -> BehavioralTwin:
+    return build_twin(cfg, aggregator="mean")
+
+
+def build_profile_rule(cfg) -> ProfileRule:
+    return ProfileRule(build_history_encoder(cfg), cfg.rule_k)
+
+
+def build_input_rule(cfg) -> InputRule:
+    return InputRule(build_history_encoder(cfg))
 
 
 def rag_prompter(cfg, tokenizer) -> RagPrompter:

@@ -44,7 +44,8 @@ from dataset.layout import TIME_FOLDER
 from dataset.tasks import get_task
 from trainers.metrics import example_scores
 from trainers.builder import load_datasets
-from trainers.run import MODEL_NAMES, run, write_json
+from trainers.methods import get_method
+from trainers.run import run, write_json
 
 BOOTSTRAP_SAMPLES = 2000
 
@@ -75,7 +76,6 @@ PUBLISHED: dict[tuple[str, str], dict[str, dict[str, float]]] = {
 PUBLISHED_LLM = "flan-t5-xxl"  # google/flan-t5-xxl, or a local folder of that name
 PUBLISHED_INPUT_TOKENS, PUBLISHED_BEAMS = 256, 4
 PUBLISHED_RETRIEVER, PUBLISHED_K = "bm25", 4
-UNTRAINED_MODELS = ("none", "rag")  # their figures do not depend on the training settings
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,9 @@ def published_protocol_gaps(cfg, model: str) -> list[str]:
         gaps.append(f"num_beams is {cfg.num_beams}, not {PUBLISHED_BEAMS}")
     if cfg.max_eval_examples:
         gaps.append(f"max_eval_examples={cfg.max_eval_examples} scores part of the {cfg.eval_split} split, not all")
-    if cfg.max_train_examples and model not in UNTRAINED_MODELS:
+    if cfg.answer != "generate":
+        gaps.append(f"answer={cfg.answer} scores the allowed labels; LaMP's protocol generates the answer")
+    if cfg.max_train_examples and get_method(model).trains:  # the others' figures do not depend on it
         gaps.append(f"max_train_examples={cfg.max_train_examples} trains {model} on part of the "
                     f"{cfg.train_split} split, not all")
     if model == "rag" and (cfg.rag_k != PUBLISHED_K or cfg.retriever != PUBLISHED_RETRIEVER):
@@ -226,7 +228,7 @@ def markdown(table: dict, command: str, seeds: int, split: str = "dev", protocol
                 else:
                     cells.append(f"{values[metric]:.4f} ± {values[metric + '_std']:.4f}")
             cells.append(values.get("p_vs_twin_text", ""))
-            lines.append(f"| {MODEL_NAMES[model]} ({model}) | " + " | ".join(cells) + " |")
+            lines.append(f"| {get_method(model).display} ({model}) | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -260,7 +262,7 @@ def compare(cfg) -> dict:
     for offset in range(cfg.seeds):
         for model in cfg.models:
             seed = cfg.seed + offset
-            run_cfg = dataclasses.replace(cfg, model=model, models=[], seed=seed, controls=False,
+            run_cfg = dataclasses.replace(cfg, model=model, models=[], seed=seed, controls=False, references=False,
                                           run_name=f"{parent_name}/{model}-seed{seed}")
             run_dir = parent / f"{model}-seed{seed}"
             if (run_dir / "metrics.json").exists():

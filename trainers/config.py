@@ -20,7 +20,6 @@ from typing import Literal
 import yaml
 
 from trainers.tracking import log_with_problems
-MODELS = ("twin", "pplug", "none", "rag", "prompt_tuning", "mean")
 
 # The allowed values of the choice settings, in one place: the TrainConfig fields below are
 # typed with them (so validation reads them) and the model's components check their
@@ -37,6 +36,7 @@ InputOutput = Literal["tokens", "pooled"]
 PPlugRescale = Literal["auto", "constants", "rms", "none"]
 PPlugHistoryText = Literal["pplug", "twin"]
 LogWith = Literal["none", "tensorboard", "wandb"]  # trainers/tracking.py
+Answer = Literal["generate", "choices"]  # how LLM-based methods answer classification tasks
 
 
 def choices(kind) -> tuple:
@@ -100,9 +100,12 @@ class TrainConfig:
 
     # --- models
     model: str = "twin"
-    """'twin' (Behavioral Twin), or a baseline on the same LLM: 'pplug' (pplug.py),
-    'none' (frozen LLM, bare input), 'rag' (top-k profile items in the prompt), 'prompt_tuning'
-    (shared soft prompts, no history), 'mean' (history embeddings averaged instead of the Q-Former)."""
+    """The method (trainers/methods.py's registry): 'twin' (Behavioral Twin), or a baseline on the same
+    LLM: 'pplug' (pplug.py), 'none' (frozen LLM, bare input), 'rag' (top-k profile items in the
+    prompt), 'prompt_tuning' (shared soft prompts, no history), 'mean' (history embeddings averaged
+    instead of the Q-Former); or an untrained rule that never calls the LLM: 'profile_rule' (reads only
+    the history through the frozen history encoder) or 'input_rule' (reads only the question); each
+    task's rule is documented in model.ProfileRule and model.InputRule."""
     models: list[str] = field(default_factory=list)
     """Compare several models: each is trained and evaluated on the same tasks, data and settings,
     `seeds` times, and saved/<run>/comparison.{json,md,png} gather the results. Empty = one run of `model`."""
@@ -112,6 +115,13 @@ class TrainConfig:
     """Profile items the `rag` baseline writes into the prompt (LaMP's protocol: 4)."""
     retriever: Retriever = "bm25"
     """How `rag` ranks profile items: 'bm25' or 'dense' (cosine of the history encoder's embeddings)."""
+    rule_k: int = 4
+    """History items profile_rule's LaMP-2 tag vote and LaMP-3 weighted rating read (the most similar)."""
+    answer: Answer = "generate"
+    """How LLM-based methods answer classification tasks (tasks with labels: LaMP-1, 2, 3): 'generate'
+    (LaMP's protocol: greedy or beam decoding, scored as written) or 'choices' (rank classification:
+    every allowed label is scored by its log-likelihood under the frozen LLM, with the same prompt and
+    soft prompts, and the best is the answer). Free-text tasks always generate; rules ignore it."""
     pplug_augment: int = 0
     """PPlug's training augmentation: extra copies of each example with random history items dropped
     (its code uses 10; 0 = off, as each copy costs a full pass over the data)."""
@@ -225,6 +235,10 @@ class TrainConfig:
     controls: bool = True
     """Also evaluate two history-blind controls: the frozen LLM on the bare input, and the trained
     model given another user's history."""
+    references: bool = True
+    """Also score the untrained rules (profile_rule, input_rule: seconds, no LLM) on the same evaluation
+    data and show them in results.md beside the method: the floor it must clear. Not with mode=eval_only
+    (input_rule's LaMP-3 rule counts the training split's answers)."""
     log_every: int = 10
     """Optimizer steps between loss lines (and tracker points)."""
     log_with: LogWith = "none"
@@ -387,16 +401,17 @@ def find_problems(cfg: TrainConfig) -> list[str]:
 
     p += [problem for name, kind in CHOICE_FIELDS.items()
           if (problem := choice_problem(name, getattr(cfg, name), kind))]
-    need(cfg.model in MODELS, f"model: {cfg.model!r} is not one of {', '.join(MODELS)}")
-    unknown_models = [m for m in cfg.models if m not in MODELS]
-    need(not unknown_models, f"models: {unknown_models} are not among {', '.join(MODELS)}")
+    if cfg.answer == "choices":
+        need(any(labelled_task(t) for t in cfg.tasks),
+             f"answer: 'choices' scores a task's allowed labels, but none of the tasks {cfg.tasks} has any "
+             "(free text); use answer=generate")
     need(not (cfg.models and cfg.mode == "eval_only"), "models: a comparison trains each model; use mode=sequential or joint")
     need(cfg.mode != "eval_only" or bool(cfg.resume_from), "resume_from: mode=eval_only needs a checkpoint to load")
     need(bool(cfg.tasks), "tasks: give at least one task, e.g. --tasks=LaMP-1")
     p += task_problems(cfg.tasks)
     for name in ("num_queries", "qformer_layers", "seeds", "rag_k", "qformer_heads", "epochs", "batch_size", "grad_accum",
                  "eval_batch_size", "num_beams", "max_item_tokens", "max_query_tokens", "max_input_tokens",
-                 "max_target_tokens", "log_every", "keep_checkpoints"):
+                 "max_target_tokens", "log_every", "keep_checkpoints", "rule_k"):
         need(getattr(cfg, name) >= 1, f"{name}: must be >= 1, got {getattr(cfg, name)}")
     need(cfg.pplug_tune_layers >= -1, f"pplug_tune_layers: must be -1 (all) or >= 0, got {cfg.pplug_tune_layers}")
     for name in ("tune_layers", "pplug_augment", "pplug_max_item_tokens", "max_history", "max_train_examples",
@@ -414,6 +429,13 @@ def find_problems(cfg: TrainConfig) -> list[str]:
          "inference_queries: 'history' picks a different prefix per example; train with nested_queries=true")
     p += log_with_problems(cfg.log_with)
     return p
+
+
+def labelled_task(name: str) -> bool:
+    """Whether task `name` has a closed set of answers (an unknown task: no; task_problems names it)."""
+    from dataset.tasks import TASKS
+    spec = TASKS.get(name) or TASKS.get(name.replace("_", "-"))
+    return spec is not None and spec.labels is not None
 
 
 def task_problems(tasks: list[str]) -> list[str]:

@@ -19,14 +19,18 @@ from trainers.metrics import task_metrics
 VARIANTS = ("model", "no_personalization", "other_history")
 
 
-def rotate_histories(batch, histories_by_id: dict[str, list[str]], order: list[str],
-                     numbers_by_id: dict[str, list] | None = None):
-    """Give example i the history of the next example in `order` (another user), and that
-    user's numeric signals too when the batch carries them."""
-    position = {example_id: i for i, example_id in enumerate(order)}
-    donors = [order[(position[i] + 1) % len(order)] for i in batch.ids]
-    numbers = [numbers_by_id[d] for d in donors] if numbers_by_id is not None else batch.history_numbers
-    return dataclasses.replace(batch, history=[histories_by_id[d] for d in donors], history_numbers=numbers)
+def rotate_histories(batch, everything):
+    """Give example i the history of the next example of `everything` (the whole dataset
+    collated: another user), with that user's numeric signals and item answers when the
+    batch carries them."""
+    position = {example_id: i for i, example_id in enumerate(everything.ids)}
+    donors = [(position[i] + 1) % len(everything.ids) for i in batch.ids]
+
+    def take(rows):
+        return None if rows is None else [rows[d] for d in donors]
+    return dataclasses.replace(batch, history=take(everything.history),
+                               history_numbers=take(everything.history_numbers),
+                               history_outputs=take(everything.history_outputs))
 
 
 class ModelEvaluator:
@@ -43,21 +47,16 @@ class ModelEvaluator:
         was_training = model.training
         model.eval()
         loader = self.accelerator.prepare(DataLoader(dataset, batch_size=self.batch_size, collate_fn=collate))
-        histories, order, numbers = None, None, None
-        if variant == "other_history":
-            everything = collate([dataset[i] for i in range(len(dataset))])
-            histories, order = dict(zip(everything.ids, everything.history)), everything.ids
-            if everything.history_numbers is not None:
-                numbers = dict(zip(everything.ids, everything.history_numbers))
+        everything = collate([dataset[i] for i in range(len(dataset))]) if variant == "other_history" else None
         predictions: dict[str, str] = {}
         bar = tqdm(loader, desc=f"eval {task.name} ({variant})", disable=not self.accelerator.is_main_process,
                    leave=False)
         for batch in bar:
             if variant == "no_personalization":
-                outputs = model.llm.generate(None, batch.inputs, task.max_new_tokens, self.num_beams)
+                outputs = model.llm.answer(None, batch.inputs, batch.choices, task.max_new_tokens, self.num_beams)
             else:
                 if variant == "other_history":
-                    batch = rotate_histories(batch, histories, order, numbers)
+                    batch = rotate_histories(batch, everything)
                 outputs = model.generate(batch, task.max_new_tokens, self.num_beams)
             # gather_for_metrics drops the samples accelerate repeats to even out the last batch.
             for example_id, output in self.accelerator.gather_for_metrics(list(zip(batch.ids, outputs)),

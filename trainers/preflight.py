@@ -5,6 +5,8 @@ that contradict each other). What only the disk can answer is checked here, in o
 that reports every problem at once: the data folder, the checkpoint to resume or evaluate,
 the run folder a new run would write into, and the encoder's width (read from its
 config.json, so a bad `qformer_heads` fails before any model loads).
+The method names are checked here too: the registry (trainers/methods.py) imports the
+models, which import trainers.config, so the settings cannot read it themselves.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from trainers import checkpoint as ckpt
 from trainers import model_registry
 from trainers.config import ConfigError, TrainConfig, problem_report
+from trainers.methods import METHODS
 
 # Models whose Q-Former attends over the encoder's width (the others build none).
 QFORMER_MODELS = ("twin",)
@@ -21,9 +24,21 @@ QFORMER_MODELS = ("twin",)
 
 def preflight(cfg: TrainConfig) -> None:
     """Raise one ConfigError listing every problem of `cfg` that the files reveal."""
-    problems = data_problems(cfg) + resume_problems(cfg) + run_folder_problems(cfg) + width_problems(cfg)
+    problems = (method_problems(cfg) + data_problems(cfg) + resume_problems(cfg) + run_folder_problems(cfg)
+                + width_problems(cfg))
     if problems:
         raise ConfigError(problem_report(problems))
+
+
+def method_problems(cfg: TrainConfig) -> list[str]:
+    """`model` and `models` must name registered methods."""
+    problems = []
+    if cfg.model not in METHODS:
+        problems.append(f"model: {cfg.model!r} is not one of {', '.join(METHODS)}")
+    unknown = [m for m in cfg.models if m not in METHODS]
+    if unknown:
+        problems.append(f"models: {unknown} are not among {', '.join(METHODS)}")
+    return problems
 
 
 def data_problems(cfg: TrainConfig) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -10,22 +11,20 @@ from accelerate.utils import broadcast_object_list, set_seed
 
 from trainers import config as config_lib
 from dataset.atomic import atomic_write_text
+from dataset.collate import LaMPDataset
 from dataset.lamp import LaMPFormatError, write_predictions
 from model import count_parameters
 from trainers.model_registry import ModelNotFoundError
 from trainers import checkpoint as ckpt
 from trainers import distributed
-from pplug import HistoryDropAugmented
-from trainers.builder import build_model, load_datasets, retrieval_augmented
+from trainers.builder import load_datasets
+from trainers.methods import get_method
 from trainers.trainer import TaskSequentialTrainer, TrainingDivergedError
 
 # Errors that are the user's to fix: train.py prints their message, not a traceback.
 USER_ERRORS = (config_lib.ConfigError, ModelNotFoundError, LaMPFormatError, TrainingDivergedError,
                FileNotFoundError, ckpt.CheckpointError)
 
-MODEL_NAMES = {"twin": "Behavioral Twin", "pplug": "PPlug", "none": "frozen LLM, no personalization",
-               "rag": "frozen LLM + retrieved profile items", "prompt_tuning": "prompt tuning (no history)",
-               "mean": "mean of history embeddings"}
 CONTROL_NAMES = {"no_personalization": "frozen LLM, bare input (no history)",
                  "other_history": "trained model, another user's history"}
 
@@ -44,15 +43,21 @@ def write_json(path: Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2))
 
 
-def results_table(metrics: dict, controls: dict, model_name: str) -> str:
-    """Markdown, one table per task (tasks have different metrics): a row per method."""
+# The untrained floors every run is shown beside (`references`).
+REFERENCE_RULES = ("profile_rule", "input_rule")
+
+
+def results_table(metrics: dict, controls: dict, model_name: str, references: dict | None = None) -> str:
+    """Markdown, one table per task (tasks have different metrics): a row per method, control and rule."""
     if not metrics:
         return ""
     blocks = []
     for task, values in metrics.items():
         names = list(values)
-        rows = [(f"{MODEL_NAMES[model_name]} ({model_name})", values)]
+        rows = [(f"{get_method(model_name).display} ({model_name})", values)]
         rows += [(CONTROL_NAMES[variant], control) for variant, control in controls.get(task, {}).items()]
+        rows += [(f"{get_method(rule).display} ({rule})", scores)
+                 for rule, scores in (references or {}).get(task, {}).items()]
         lines = [f"| {task} | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         lines += [f"| {label} | " + " | ".join(f"{row[m]:.4f}" for m in names) + " |" for label, row in rows]
         blocks.append("\n".join(lines))
@@ -65,6 +70,24 @@ def hidden_golds_note(tasks: list[str], split: str, run_dir: Path) -> str:
              f"can be computed. Its predictions are in {run_dir / 'predictions' / f'{task}_{split}.json'}, "
              f"in LaMP's official format, ready to submit." for task in tasks]
     return "".join(f"\n{line}\n" for line in lines)
+
+
+def rule_references(cfg, train_sets: dict, eval_sets: dict, evaluator, device) -> dict:
+    """task -> {rule: metrics}: the untrained rules on the run's own evaluation examples, each
+    as its own run would build and read them (the task's rendering of the history items)."""
+    out: dict = {}
+    examples = {name: (LaMPDataset(dataset.examples, dataset.task, cfg.max_history), golds)
+                for name, (dataset, golds) in eval_sets.items()}
+    for name in REFERENCE_RULES:
+        if name == cfg.model:
+            continue
+        method, rule_cfg = get_method(name), dataclasses.replace(cfg, model=name)
+        rule = method.build(rule_cfg).to(device)
+        _, rule_sets = method.prepare(rule_cfg, rule, train_sets, examples)
+        for task_name, (dataset, golds) in rule_sets.items():
+            if golds:
+                out.setdefault(task_name, {})[name] = evaluator.evaluate(rule, dataset, dataset.task, golds)[0]
+    return out
 
 
 def run(cfg) -> dict:
@@ -83,19 +106,20 @@ def run(cfg) -> dict:
     eval_sets = load_datasets(cfg, cfg.eval_split, cfg.max_eval_examples)
     train_sets = {} if cfg.mode == "eval_only" else load_datasets(cfg, cfg.train_split, cfg.max_train_examples)
 
+    method = get_method(cfg.model)
     with distributed.whole_model_loading(accelerator):
-        model = build_model(cfg)
+        model = method.build(cfg)
     trainable, frozen = count_parameters(model)
     if main:
         print(f"run folder: {run_dir}\nparameters: {trainable:,} trainable, {frozen:,} frozen "
-              f"({100 * trainable / (trainable + frozen):.2f}% trained)")
-    if not model.trainable_parameters():  # none / rag: nothing to train on
+              f"({100 * trainable / max(1, trainable + frozen):.2f}% trained)")
+    if method.trains != bool(trainable):
+        raise RuntimeError(f"trainers/methods.py says {cfg.model} {'trains' if method.trains else 'trains nothing'}, "
+                           f"but its model has {trainable:,} trainable parameters; fix its registry entry")
+    loaded = train_sets, eval_sets  # as read: the reference rules take them so
+    train_sets, eval_sets = method.prepare(cfg, model, train_sets, eval_sets)
+    if not method.trains:  # nothing to fit: the trainer only evaluates
         train_sets = {}
-    if cfg.model == "rag":
-        eval_sets = retrieval_augmented(cfg, eval_sets, model.llm)
-    if cfg.model == "pplug" and cfg.pplug_augment:
-        train_sets = {name: (HistoryDropAugmented(dataset, cfg.pplug_augment, cfg.seed), golds)
-                      for name, (dataset, golds) in train_sets.items()}
     model.to(accelerator.device)
 
     if model.reads_history:
@@ -120,11 +144,17 @@ def run(cfg) -> dict:
         metrics = trainer.fit(Path(cfg.resume_from) if cfg.resume_from else None)
 
     controls: dict = {}
-    if cfg.controls and model.reads_history:  # the controls take the history away; others never had it
+    # The controls take the history away (others never had it); the frozen-LLM one needs an LLM.
+    variants = [v for v in CONTROL_NAMES if v != "no_personalization" or model.llm is not None]
+    if cfg.controls and model.reads_history:
         for task_name, (dataset, golds) in eval_sets.items():
             if golds:
                 controls[task_name] = {variant: trainer.evaluator.evaluate(model, dataset, dataset.task, golds, variant)[0]
-                                       for variant in CONTROL_NAMES}
+                                       for variant in variants}
+
+    references = {}
+    if cfg.references and cfg.mode != "eval_only":
+        references = rule_references(cfg, *loaded, trainer.evaluator, accelerator.device)
 
     if main:
         for task_name, predictions in trainer.predictions.items():
@@ -133,8 +163,10 @@ def run(cfg) -> dict:
         write_json(run_dir / "metrics.json", metrics)
         write_json(run_dir / "controls.json", controls)
         write_json(run_dir / "metrics_history.json", trainer.history)
+        write_json(run_dir / "references.json", references)
         hidden = [name for name, (_, golds) in eval_sets.items() if not golds]
-        table = results_table(metrics, controls, cfg.model) + hidden_golds_note(hidden, cfg.eval_split, run_dir)
+        table = results_table(metrics, controls, cfg.model, references) + hidden_golds_note(hidden, cfg.eval_split,
+                                                                                            run_dir)
         atomic_write_text(run_dir / "results.md", table)
         trainer.tracker.write_curve()  # also for a run that evaluated nothing
         print(f"\n{cfg.eval_split} results:\n{table}\nrun folder: {run_dir}")
