@@ -12,6 +12,7 @@ import shutil
 from bench import ablations, adaptive_queries, embedded_references, history_scaling, qformer_probe
 from dataset.embedded.lamp7 import generate_embedded_lamp7
 from dataset.lamp import load_split
+from dataset.tasks import get_task
 
 
 def tiny_settings(tmp_path, tiny_model_dirs, lamp_dir) -> list[str]:
@@ -85,20 +86,36 @@ def test_history_scaling_measures_each_length_with_and_without_memory(tmp_path, 
         assert report[name] > 0
 
 
-def test_embedded_references_score_blind_and_history_aware_rules(tmp_path, lamp_dir):
-    # The real MiniLM: a tiny random encoder's embeddings carry too little of the topic for the rule.
-    lamp1 = embedded_references.lamp1_references(lamp_dir, "minilm", tmp_path / "cache")
-    golds = [e.output for e in load_split(lamp_dir, "LaMP-1", "dev", ("title", "abstract"))]
-    blind = lamp1["always [1] (history-blind)"]
-    assert blind["accuracy"] == golds.count("[1]") / len(golds) == 0.5
-    # Reading the history, the rule gets (nearly) every question right: the task is built so.
-    assert lamp1["closest to the mean profile embedding (reads the history)"]["accuracy"] >= 0.875
+def test_embedded_references_score_blind_and_history_aware_rules(tmp_path, tiny_model_dirs, lamp_dir):
+    embed = embedded_references.unit_encoder(str(tiny_model_dirs / "bert"), tmp_path / "cache")
+    lamp1 = embedded_references.lamp1_references(lamp_dir, embed)
+    assert list(lamp1) == list(embedded_references.LAMP1_ROWS)
+    # Each rule recomputed from its definition, question by question.
+    hits = {name: 0 for name in lamp1}
+    dev = load_split(lamp_dir, "LaMP-1", "dev", ("title", "abstract"))
+    for e in dev:
+        question = embedded_references.LAMP1_QUESTION.search(e.input)
+        first, second = embed([question["first"]])[0], embed([question["second"]])[0]
+        title = embed([question["title"]])[0]
+        history = embed([get_task("LaMP-1").profile_text(p) for p in e.profile])
+        closer = {"always [1]": (1.0, 0.0), "closest to the input paper's title": (first @ title, second @ title),
+                  "closest to the mean profile embedding": (first @ history.mean(0), second @ history.mean(0)),
+                  "closest to the most similar profile paper": ((history @ first).max(), (history @ second).max())}
+        for name, (a, b) in closer.items():
+            hits[name] += ("[1]" if float(a) >= float(b) else "[2]") == e.output
+    for name, count in hits.items():
+        assert lamp1[name]["accuracy"] == count / len(dev), name
 
-    generate_embedded_lamp7(tmp_path / "lamp7", seed=1, n_train=4, n_dev=12, n_test=2)
-    lamp7 = embedded_references.lamp7_references(tmp_path / "lamp7")
-    copied, styled = lamp7["copy the tweet (history-blind)"], lamp7["apply the style read off the profile"]
-    # The generated task is built so that the profile's style is what the gold adds to the tweet.
+    generate_embedded_lamp7(tmp_path / "lamp7", seed=1, n_train=4, n_dev=40, n_test=2)
+    lamp7 = embedded_references.lamp7_references(tmp_path / "lamp7", embed)
+    copied, styled = lamp7["copy the tweet"], lamp7["the tweet with the user's usual markers"]
+    # The generated task is built so that the profile's markers are part of what the gold adds to the tweet.
     assert styled["rouge-1"] > copied["rouge-1"] and styled["rouge-L"] > copied["rouge-L"]
+    assert 0 < lamp7["the most similar past tweet"]["rouge-1"] < copied["rouge-1"]  # another tweet's content
+
+    text = embedded_references.table({"LaMP-1": lamp1, "LaMP-7": lamp7})
+    assert "| LaMP-1 | always [1] | the question only | accuracy" in text
+    assert "| LaMP-7 | the tweet with the user's usual markers | the history | rouge-1" in text
 
 
 def test_ablation_grid_runs_its_cells_then_reuses_them(tmp_path, tiny_model_dirs, lamp_dir, capsys):

@@ -4,21 +4,40 @@ import re
 
 import pytest
 
+from dataset.embedded import lamp1, lamp7
 from dataset.embedded.lamp1 import ensure_embedded_data, generate_embedded_lamp1
 from dataset.embedded.lamp7 import ensure_embedded_lamp7, generate_embedded_lamp7
 from dataset.embedded.install import EXPECTED_FILES, MARKER
 from dataset.lamp import load_split
 from dataset.tasks import get_task
 
-# (ensure, generate, task, folder, default dev size, the other embedded task's folder)
-TASKS = [(ensure_embedded_data, generate_embedded_lamp1, "LaMP-1", "LaMP_1", 200, "LaMP_7"),
-         (ensure_embedded_lamp7, generate_embedded_lamp7, "LaMP-7", "LaMP_7", 100, "LaMP_1")]
+# (ensure, generate, task, folder, default dev size while testing, the other embedded task's folder)
+TASKS = [(ensure_embedded_data, generate_embedded_lamp1, "LaMP-1", "LaMP_1", 7, "LaMP_7"),
+         (ensure_embedded_lamp7, generate_embedded_lamp7, "LaMP-7", "LaMP_7", 7, "LaMP_1")]
 IDS = [task[2] for task in TASKS]
 
 
 def entries(folder):
     """The names in `folder`, sorted, less the writer locks (dataset.atomic.writer_lock) that stay."""
     return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
+@pytest.fixture(autouse=True)
+def small_defaults(monkeypatch):
+    """The default sizes, shrunk: `ensure` reads them when called, and the full-size data
+    would only slow these tests down. A generate() call given the same sizes makes the
+    same files as ensure()."""
+    for module in (lamp1, lamp7):
+        monkeypatch.setattr(module, "N_TRAIN", 9)
+        monkeypatch.setattr(module, "N_DEV", 7)
+        monkeypatch.setattr(module, "N_TEST", 3)
+    monkeypatch.setattr(lamp1, "PAPERS_PER_SUBTOPIC", 10)
+
+
+def sizes(generate) -> dict:
+    module = lamp1 if generate is generate_embedded_lamp1 else lamp7
+    extra = {"papers_per_subtopic": 10} if module is lamp1 else {}
+    return {"n_train": module.N_TRAIN, "n_dev": module.N_DEV, "n_test": module.N_TEST, **extra}
 
 
 @pytest.mark.parametrize("ensure, generate, task, folder, n_dev, other", TASKS, ids=IDS)
@@ -34,7 +53,7 @@ def test_ensure_generates_once(tmp_path, ensure, generate, task, folder, n_dev, 
 
 @pytest.mark.parametrize("ensure, generate, task, folder, n_dev, other", TASKS, ids=IDS)
 def test_ensure_repairs_incomplete_or_other_seed_or_version(tmp_path, ensure, generate, task, folder, n_dev, other):
-    reference = generate(tmp_path / "reference", seed=0) / folder
+    reference = generate(tmp_path / "reference", seed=0, **sizes(generate)) / folder
     out = tmp_path / "cache"
     ensure(out, seed=1)
     (out / folder / "dev_outputs.json").unlink()  # e.g. removed by hand

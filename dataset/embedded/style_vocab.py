@@ -120,3 +120,21 @@ CLOSINGS: tuple[str, ...] = ("#staycurious", "#onwards", "#justsaying", "\u2014 
                              "(peace and love)", "\u2014 more soon")
 # How a user starts every tweet; some users use none.
 OPENERS: tuple[str, ...] = ("Honestly,", "Quick thought:", "Random update:", "Not gonna lie,")
+# A user's favourite hashtag, added to many of their tweets.
+HASHTAGS: tuple[str, ...] = ("#mondaymood", "#goodvibes", "#nofilter", "#lifelately", "#smallwins", "#dailylife",
+                             "#weekendmode", "#truestory")
+# Words any user drops into a tweet now and then, at random: no paraphrase keeps them and no
+# history predicts them.
+INTERJECTIONS: tuple[str, ...] = ("lol", "omg", "ugh", "haha", "tbh", "ngl", "wow", "yay", "smh", "literally",
+                                  "seriously", "fr", "idk", "bruh")
+# Words the paraphrase wraps around a tweet, as polished rewrites often do; the user never
+# wrote them.
+PARAPHRASE_OPENINGS: tuple[str, ...] = ("Today,", "As an update,", "To share some news,", "For what it is worth,",
+                                        "In brief,", "As it happens,", "On a personal note,", "To put it simply,")
+PARAPHRASE_ENDINGS: tuple[str, ...] = ("It is worth mentioning.", "That is my update for now.",
+                                       "I thought this was worth sharing.", "It has been quite an experience.",
+                                       "I wanted to share this with everyone.", "Such is life at the moment.")
+# Casual spellings users type now and then, word by word (whole words only).
+CASUAL_SPELLINGS: dict[str, str] = {"you": "u", "your": "ur", "are": "r", "really": "rly", "people": "ppl",
+                                    "tonight": "2nite", "because": "bc", "with": "w/", "and": "&", "the": "da",
+                                    "so": "soooo", "my": "mah", "for": "4", "again": "agaaain"}

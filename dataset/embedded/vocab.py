@@ -1,9 +1,9 @@
 """Vocabulary of the embedded LaMP-1 task: research fields and topic-neutral phrases.
 
 Each field's phrases use content words no other field uses, and none of them occurs in
-the title templates or in the topic-neutral query vocabulary. So titles of different
-fields are clearly separable, while the sentence templates (shared by every field) give
-no hint about the field.
+the title templates, the field-neutral sentences (editorials, abstract padding) or the
+topic-neutral vocabulary. So the field of a paper shows only through its field's phrases,
+while the sentence templates (shared by every field) give no hint about it.
 """
 
 from __future__ import annotations
@@ -304,7 +304,8 @@ FIELDS: dict[str, FieldVocab] = {
 }
 
 
-# Topic-neutral query titles: meta-research themes that fit any field equally.
+# Topic-neutral titles (editorials: position papers, community reports): meta-research
+# themes that fit any field equally.
 NEUTRAL_PERIODS = ("a decade", "twenty years", "five years", "half a century", "three decades", "ten editions")
 NEUTRAL_ACTIVITIES = ("shared evaluation campaigns", "open peer review", "interdisciplinary collaboration",
                       "community leaderboards", "research software maintenance", "artifact evaluation",
@@ -368,4 +369,33 @@ ABSTRACT_TEMPLATES = (
     "and the study of {related}.",
     "We introduce a framework that couples {method} with {data}. When used for {object} and {related}, it "
     "clarifies how {property} matters in {area}.",
+)
+
+# Field-neutral sentences that pad abstracts to realistic lengths, as the method, evaluation
+# and outlook sentences of real abstracts do; they carry no field signal.
+GENERIC_SENTENCES = (
+    "We describe the experimental setup in detail and discuss its main caveats.",
+    "Our analysis shows that the proposed approach remains robust under a range of choices.",
+    "Everything needed to rerun the study is released.",
+    "We compare against several strong baselines and report consistent improvements.",
+    "The results suggest several directions for future work.",
+    "Careful ablations isolates the contribution of each component.",
+    "We further quantify how reliable our estimates are.",
+    "These findings challenge a common assumption in prior work.",
+    "Finally, we outline open questions raised by this study.",
+    "The approach scales to larger settings at modest expense.",
+    "We validate the main claims on held-out data.",
+    "Our framework unifies several previously separate threads of work.",
+    "Extensive experiments confirm the theoretical analysis.",
+    "We also report negative results that may save others effort.",
+    "In contrast to earlier studies, we make no restrictive assumptions.",
+    "The paper closes with a discussion of practical implications.",
+)
+
+# An abstract's aside into another field, as interdisciplinary papers make; slots are filled
+# from the other field's vocabulary.
+CROSS_FIELD_TEMPLATES = (
+    "We also draw on {method}, a technique borrowed from {area}.",
+    "Connections to {object} in {area} are discussed.",
+    "Our results may also interest researchers interested in {area}.",
 )
