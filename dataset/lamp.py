@@ -7,6 +7,9 @@ records and ``{split}_outputs.json`` holds ``{"task": "LaMP_<i>", "golds": [{"id
 sit under a data folder (the downloader's flattened layout or LaMP's own server layout,
 found automatically) is dataset/layout.py's business.
 
+Questions files are read through Arrow tables (dataset/lamp_arrow.py): converted once per
+file version into the cache folder, memory-mapped, each example built when asked for.
+
 Every format problem raises LaMPFormatError naming the file, the record (id, or index
 when there is no usable id), the field and what to do, because these files are large
 and a bare KeyError deep in training is useless. That includes a gold outside a
@@ -19,9 +22,10 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from dataset.atomic import atomic_write_text
+from dataset.lamp_arrow import ArrowQuestions, NotStreamable, iter_json_array, open_questions
 from dataset.download import download_advice
 from dataset.layout import LAYOUT_HELP, TIME_FOLDER, official_task_name, split_paths
 
@@ -47,19 +51,49 @@ class LaMPExample:
     output: str | None = None  # None when the outputs file is absent (test split)
 
 
+class LaMPSplit(Sequence[LaMPExample]):
+    """The examples of one split in file order, each built when asked for from the questions
+    file's Arrow table, with its gold when the outputs are known. A slice is a LaMPSplit too
+    (nothing is read to make it)."""
+
+    def __init__(self, questions: ArrowQuestions, outputs: list[str] | None, rows: range | None = None):
+        self.questions = questions
+        self.outputs = outputs  # the gold of each row of the table, or None (hidden golds)
+        self.rows = range(len(questions)) if rows is None else rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return LaMPSplit(self.questions, self.outputs, self.rows[index])
+        row = self.rows[index]
+        example_id, text, profile = self.questions.row(row)
+        return LaMPExample(example_id, text, profile, None if self.outputs is None else self.outputs[row])
+
+    def golds(self) -> dict[str, str]:
+        """id -> gold output of every example (empty when the golds are hidden), without
+        reading any profile."""
+        if self.outputs is None:
+            return {}
+        return {self.questions.ids[r]: self.outputs[r] for r in self.rows}
+
+
 def load_split(data_dir: str | os.PathLike, task: str, split: str, required_profile_fields: Iterable[str] = (),
-               labels: Sequence[str] | None = None) -> list[LaMPExample]:
+               labels: Sequence[str] | None = None, cache_dir: str | os.PathLike | None = None) -> LaMPSplit:
     """Read one split of one task from `data_dir` in either layout (dataset/layout.py).
 
     Golds are required for every split except "test", whose outputs LaMP keeps hidden:
     there a missing outputs file gives examples with ``output=None``. The outputs file
     must be `task`'s, and with `labels` (a classification task's) every gold one of them.
+    With `cache_dir`, the questions' Arrow table is kept there (see read_lamp_split).
     """
     check_split_files(data_dir, [task], split)
     questions, outputs = split_paths(data_dir, task, split)
     if split == "test" and not outputs.is_file():
-        return read_lamp_split(questions, None, required_profile_fields)
-    return read_lamp_split(questions, outputs, required_profile_fields, task=task, labels=labels)
+        return read_lamp_split(questions, None, required_profile_fields, cache_dir=cache_dir)
+    return read_lamp_split(questions, outputs, required_profile_fields, task=task, labels=labels,
+                           cache_dir=cache_dir)
 
 
 def check_split_files(data_dir: str | os.PathLike, tasks: Iterable[str], split: str) -> None:
@@ -85,34 +119,60 @@ def check_split_files(data_dir: str | os.PathLike, tasks: Iterable[str], split: 
 
 def read_lamp_split(questions_path: str | os.PathLike, outputs_path: str | os.PathLike | None = None,
                     required_profile_fields: Iterable[str] = (), *, task: str | None = None,
-                    labels: Sequence[str] | None = None) -> list[LaMPExample]:
+                    labels: Sequence[str] | None = None, cache_dir: str | os.PathLike | None = None) -> LaMPSplit:
     """Read and validate a questions file and, if given, its outputs file.
 
     Examples keep the questions file's order. Integer ids are accepted and turned into
     strings. Every profile item must carry each field in `required_profile_fields`. With
     `task`, an outputs file whose "task" field names another task is refused; with
     `labels`, so is a gold that (stripped, as the metrics read it) is none of them.
+    Every record is checked when the file is converted to its Arrow table: once per
+    version of the file under `cache_dir`, in memory on every call without one.
     """
     questions_path = Path(questions_path)
     required = tuple(required_profile_fields)
-    records = _load_json(questions_path)
+    if not questions_path.is_file():
+        raise LaMPFormatError(_missing_file_message(questions_path))
+    questions = open_questions(questions_path, lambda: _validated_rows(questions_path, required),
+                               None if cache_dir is None else Path(cache_dir), required)
+    outputs = None
+    if outputs_path is not None:
+        outputs = _match_golds(questions.ids, questions_path, Path(outputs_path), task, labels)
+    return LaMPSplit(questions, outputs)
+
+
+def _records(path: Path) -> Iterator[Any]:
+    """The elements of the questions file's top-level array, streamed. A file that does not
+    stream as a UTF-8 JSON array is parsed whole instead, which names its problem."""
+    streamed = 0
+    try:
+        for record in iter_json_array(path):
+            yield record
+            streamed += 1
+        return
+    except NotStreamable:
+        pass
+    records = _load_json(path)  # raises for bad UTF-8 and malformed JSON, with the place
     if not isinstance(records, list):
         raise LaMPFormatError(
-            f"{questions_path}: top level is {_kind(records)}, expected a list of "
+            f"{path}: top level is {_kind(records)}, expected a list of "
             f'{{"id", "input", "profile"}} records. Is this an outputs file passed as questions?')
-    examples: list[LaMPExample] = []
+    # Valid JSON that did not stream (a bare number split across two reads): the records
+    # streamed so far were complete objects, the rest come from the full parse.
+    yield from records[streamed:]
+
+
+def _validated_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[str, str, list]]:
+    """(id, input, profile) of each questions record, in file order; raises at the first bad one."""
     first_index: dict[str, int] = {}
-    for index, record in enumerate(records):
-        example = _parse_question(questions_path, index, record, required)
+    for index, record in enumerate(_records(path)):
+        example = _parse_question(path, index, record, required)
         if example.id in first_index:
             raise LaMPFormatError(
-                f'{questions_path}: record #{index} (id {example.id!r}): field "id" repeats record '
+                f'{path}: record #{index} (id {example.id!r}): field "id" repeats record '
                 f"#{first_index[example.id]}. Ids must be unique; remove or renumber the duplicate.")
         first_index[example.id] = index
-        examples.append(example)
-    if outputs_path is not None:
-        _attach_golds(examples, questions_path, Path(outputs_path), task, labels)
-    return examples
+        yield example.id, example.input, example.profile
 
 
 def write_predictions(path: str | os.PathLike, task: str, predictions: dict[str, str]) -> None:
@@ -260,15 +320,15 @@ def _parse_id(path: Path, where: str, record: dict) -> str:
         f"(or integer). Give the record its id.")
 
 
-def _attach_golds(examples: list[LaMPExample], questions_path: Path, outputs_path: Path,
-                  task: str | None = None, labels: Sequence[str] | None = None) -> None:
-    """Read the outputs file and set each example's gold output, checking both id sets match
-    (and, with `labels`, that every gold is a label)."""
+def _match_golds(ids: list[str], questions_path: Path, outputs_path: Path,
+                 task: str | None = None, labels: Sequence[str] | None = None) -> list[str]:
+    """Read the outputs file and return the gold output of each question id, checking both id
+    sets match (and, with `labels`, that every gold is a label)."""
     golds = _read_golds(outputs_path, task)
     if labels is not None:
         _check_labels(outputs_path, golds, task, labels)
-    question_ids = {example.id for example in examples}
-    missing = [example.id for example in examples if example.id not in golds]
+    question_ids = set(ids)
+    missing = [example_id for example_id in ids if example_id not in golds]
     extra = [gold_id for gold_id in golds if gold_id not in question_ids]
     if missing or extra:
         raise LaMPFormatError(
@@ -276,8 +336,7 @@ def _attach_golds(examples: list[LaMPExample], questions_path: Path, outputs_pat
             f"{len(missing)} question id(s) have no gold (e.g. {_examples(missing)}) and "
             f"{len(extra)} gold id(s) have no question (e.g. {_examples(extra)}). "
             f"Check that both files come from the same task and split.")
-    for example in examples:
-        example.output = golds[example.id]
+    return [golds[example_id] for example_id in ids]
 
 
 def _check_labels(path: Path, golds: dict[str, str], task: str | None, labels: Sequence[str]) -> None:

@@ -172,10 +172,10 @@ def load_datasets(cfg, split: str, limit: int = 0) -> dict[str, tuple[LaMPDatase
     out = {}
     for name in cfg.tasks:
         task = get_task(name)
-        examples = load_split(root, name, split, task.profile_fields, task.labels)
+        examples = load_split(root, name, split, task.profile_fields, task.labels, cfg.resolved_cache_dir())
         if limit:
             examples = examples[:limit]
-        golds = {e.id: e.output for e in examples if e.output is not None}
+        golds = examples.golds()
         render = None  # the task's own rendering (TaskSpec.profile_text)
         if cfg.model == "pplug" and cfg.pplug_history_text == "pplug":
             render = functools.partial(pplug.history_text, task.name)

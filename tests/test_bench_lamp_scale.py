@@ -1,0 +1,29 @@
+"""bench.lamp_scale: its LaMP-shaped files are valid LaMP files, and its memory measure reads them."""
+
+import json
+
+import pytest
+
+from bench import lamp_scale
+from dataset.lamp import load_split
+from dataset.tasks import get_task
+
+
+@pytest.mark.parametrize("task", list(lamp_scale.SHAPES))
+def test_shaped_files_follow_each_tasks_format(tmp_path, task):
+    path = lamp_scale.write_split(tmp_path, task, "dev", 30)
+    spec = get_task(task)
+    split = load_split(tmp_path, task, "dev", spec.profile_fields, spec.labels, cache_dir=tmp_path / "cache")
+    assert len(split) == 30 and all(e.output for e in split)
+    sizes = [len(e.profile) for e in split]
+    assert 0.3 * lamp_scale.SHAPES[task].profile < sum(sizes) / len(sizes) < 2 * lamp_scale.SHAPES[task].profile
+    assert json.loads(path.read_text())[0]["input"].startswith(lamp_scale.INPUTS[task][:20])
+
+
+def test_memory_measure_reads_every_example_of_the_converted_table(tmp_path):
+    path = lamp_scale.write_split(tmp_path, "LaMP-3", "train", 12)
+    converted = lamp_scale.child_memory("convert", str(path), str(tmp_path / "cache"))
+    read = lamp_scale.child_memory("read", str(path), str(tmp_path / "cache"))
+    whole = lamp_scale.child_memory("json", str(path), str(tmp_path / "cache"))
+    assert converted["touched"] == 0 and read["touched"] == whole["touched"] > 0
+    assert len(list((tmp_path / "cache").rglob("*.arrow"))) == 1
