@@ -67,8 +67,8 @@ def select_history(profile_texts: Sequence[T], max_history: int) -> list[T]:
 class LaMPDataset(Dataset):
     """Examples of one task as LaMPItems.
 
-    Profile texts are rendered on access rather than up front: real LaMP profiles are
-    large and the raw items are already in memory.
+    Examples are read and profile texts rendered on access rather than up front: real LaMP
+    profiles are large, and a LaMPSplit reads each example from its Arrow table when asked.
     """
 
     def __init__(self, examples: list[LaMPExample], task: TaskSpec, max_history: int, numeric: bool = False,
@@ -130,13 +130,14 @@ def collate(items: Sequence[LaMPItem]) -> Batch:
 def llm_lengths(datasets: Sequence[LaMPDataset], tokenizer, max_input_tokens: int, max_target_tokens: int) -> list[int]:
     """Tokens of each example's input and target as the LLM reads them (truncated alike),
     in the order of ConcatDataset(datasets). The rest of the LLM input is the same for all."""
-    examples = [e for d in datasets for e in d.examples]
+    # Only the texts are kept: examples (with their profiles) are read one at a time.
+    pairs = [(e.input, e.output or "") for d in datasets for e in d.examples]
 
     def count(texts: list[str], limit: int) -> list[int]:
         ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=limit)["input_ids"]
         return [len(i) for i in ids]
-    return [a + b for a, b in zip(count([e.input for e in examples], max_input_tokens),
-                                  count([e.output or "" for e in examples], max_target_tokens))]
+    return [a + b for a, b in zip(count([i for i, _ in pairs], max_input_tokens),
+                                  count([o for _, o in pairs], max_target_tokens))]
 
 
 def group_by_length(order: list[int], lengths: Sequence[int], batch_size: int, generator: torch.Generator,

@@ -35,6 +35,11 @@ def test_bench_times_each_history_source_on_the_same_batches_and_reports_them(
         variants["llm_only"]["median_step_s"] / variants["store"]["median_step_s"])
     # Leaf prompts at the LLM's scale instead of the model's: another loss, but the same LLM on the same targets.
     assert variants["llm_only"]["first_batch_loss"] > 0
+    # The twin's own parts, timed inside its steps (never for llm_only, which has none of them).
+    for name in ("store", "uncached"):
+        for part in ("optimizer", "input_encoder_forward", "qformer_forward", "projection_forward"):
+            assert 0 < variants[name][f"median_{part}_s"] < variants[name]["median_step_s"], (name, part)
+    assert "median_optimizer_s" not in variants["llm_only"]
     # The store and encoding on the fly give the model the same embeddings (bf16: up to rounding).
     # Recomputing the LLM's prefix instead of reading its cached keys and values changes nothing either.
     for other in ("uncached", "store_prefix_recomputed"):
@@ -51,6 +56,7 @@ def test_bench_times_each_history_source_on_the_same_batches_and_reports_them(
     printed = capsys.readouterr().out
     assert "| seed style (encoded every step, padded to 512) |" in printed and "speedup_store_vs_uncached" in printed
     assert "| LLM only (leaf soft prompts; the limit) |" in printed and "limit_ratio" in printed
+    assert "| optimizer (clipping, AdamW step) |" in printed
     results = (tmp_path / "RESULTS.md").read_text()
     assert "## Training step: history sources and the LLM-only limit" in results and "limit_ratio" in results
 

@@ -41,12 +41,17 @@ NO_DECAY = {"query_tokens", "base", "prompts"}  # parameter names of learned vec
 
 def make_optimizer(model, cfg) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; no weight decay on norms, biases, queries and
-    soft-prompt vectors (they are embeddings, not weights to shrink)."""
+    soft-prompt vectors (they are embeddings, not weights to shrink). Fused (one kernel over
+    all parameters) where torch has it for their device and dtype: several times faster
+    than the per-tensor loop on CPU (bench/train_throughput.py), the same update."""
     decay, no_decay = [], []
     for name, p in model.trainable_parameters().items():
         (no_decay if p.ndim < 2 or name.split(".")[-1] in NO_DECAY else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+    params = decay + no_decay
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16,
+                                 torch.float16) for p in params) and len({p.device for p in params}) == 1
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, fused=fused)
 
 
 def linear_warmup_decay(optimizer, total_steps: int, warmup_ratio: float):
