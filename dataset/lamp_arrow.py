@@ -18,7 +18,7 @@ table and the stale one of that path is removed. One process converts at a time
 wrote, which is renamed into place only when complete. All ranks of a node map the same
 file, so its pages sit in memory once, in the page cache.
 
-The profile column is compressed (English text shrinks about threefold), and pages a
+The profile column is compressed (zlib), and pages a
 process has read are handed back to the page cache every `RELEASE_BYTES` (madvise
 DONTNEED on the read-only shared mapping, which leaves the data valid): a pass over every
 example keeps only a bounded window of the table in the process's resident memory.
