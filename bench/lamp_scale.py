@@ -269,7 +269,7 @@ def first_step(data: Path, cache: Path, settings: list[str], train_questions: in
             "--save_every=0", *settings]
     rows = []
     for caches in ("cold", "warm"):  # cold: models converted, data converted, store filled; warm: all found
-        ranks = run_child("first-step", "--", *args, f"--run_name=first-step-{caches}", launcher=[*torchrun[:-2],
+        ranks = run_child("first-step", "--", *args, f"--run_name=first-step-{caches}", launcher=[*torchrun,
                           "--master_port", str(free_port()), "-m"], env={"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"})
         rows += [{**r, "caches": caches} for r in sorted(ranks, key=lambda r: r["rank"])]
     return rows
