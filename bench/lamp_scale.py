@@ -292,12 +292,12 @@ def tables(report: dict) -> str:
                      f"{mib(r['json']['added_bytes'])} |")
     reads = [r["read"]["added_bytes"] for r in memory_rows]
     lines += ["", f"read_flatness (largest / smallest read addition): {max(reads) / min(reads):.2f}"]
-    f = report["fill"]
-    lines += ["", f"History-store fill, {f['texts']} LaMP-3 items, medians of {f['rounds']} rounds taking turns:", "",
+    f = report.get("fill")
+    lines += [] if not f else ["", f"History-store fill, {f['texts']} LaMP-3 items, medians of {f['rounds']} rounds taking turns:", "",
               "| fill | seconds | texts/s |", "|---|---|---|"]
-    lines += [f"| {name.replace('_', ' ')} | {f['median_seconds'][name]:.1f} | {f['texts_per_s'][name]:.1f} |"
-              for name in f["median_seconds"]]
-    lines += ["", f"sharded_vs_one_rank {f['sharded_vs_one_rank']:.2f} (two ranks of 1 thread / one rank of 1 thread), "
+    lines += [] if not f else [f"| {name.replace('_', ' ')} | {f['median_seconds'][name]:.1f} | "
+                               f"{f['texts_per_s'][name]:.1f} |" for name in f["median_seconds"]]
+    lines += [] if not f else ["", f"sharded_vs_one_rank {f['sharded_vs_one_rank']:.2f} (two ranks of 1 thread / one rank of 1 thread), "
               f"sharded_vs_all_threads {f['sharded_vs_all_threads']:.2f} (/ one rank with every core's threads)"]
     if report.get("first_step"):
         lines += ["", f"2 CPU ranks, train.py on {report['first_step_questions']} LaMP-3-shaped train questions, "
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--fraction", type=float, default=0.01, help="of each task's published question counts")
     parser.add_argument("--tasks", default=",".join(SHAPES), help="tasks whose shaped files to write")
     parser.add_argument("--rss_sizes", default="200,2000", help="LaMP-3 train questions of the memory measures")
-    parser.add_argument("--fill_texts", type=int, default=600)
+    parser.add_argument("--fill_texts", type=int, default=600, help="0 = skip the fill measure")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--first_step_questions", type=int, default=16, help="0 = skip the first-step run")
     parser.add_argument("--data_root", default="saved/bench/lamp_scale")
@@ -336,7 +336,8 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"fraction": args.fraction, "written": written, "settings": settings,
               "memory": memory(data, [int(n) for n in args.rss_sizes.split(",")], cache)}
     print(json.dumps(report["memory"]), flush=True)
-    report["fill"] = fill(data, args.fill_texts, args.rounds, settings)
+    if args.fill_texts:
+        report["fill"] = fill(data, args.fill_texts, args.rounds, settings)
     if args.first_step_questions:
         report["first_step_questions"] = args.first_step_questions
         report["first_step"] = first_step(data, cache / "first-step", settings, args.first_step_questions)
