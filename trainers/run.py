@@ -72,7 +72,7 @@ def hidden_golds_note(tasks: list[str], split: str, run_dir: Path) -> str:
     return "".join(f"\n{line}\n" for line in lines)
 
 
-def rule_references(cfg, train_sets: dict, eval_sets: dict, evaluator, device) -> dict:
+def rule_references(cfg, train_sets: dict, eval_sets: dict, evaluator, accelerator) -> dict:
     """task -> {rule: metrics}: the untrained rules on the run's own evaluation examples, each
     as its own run would build and read them (the task's rendering of the history items)."""
     out: dict = {}
@@ -82,7 +82,9 @@ def rule_references(cfg, train_sets: dict, eval_sets: dict, evaluator, device) -
         if name == cfg.model:
             continue
         method, rule_cfg = get_method(name), dataclasses.replace(cfg, model=name)
-        rule = method.build(rule_cfg).to(device)
+        with distributed.whole_model_loading(accelerator):  # under ZeRO-3 too, its encoder loads whole
+            rule = method.build(rule_cfg)
+        rule.to(accelerator.device)
         _, rule_sets = method.prepare(rule_cfg, rule, train_sets, examples)
         for task_name, (dataset, golds) in rule_sets.items():
             if golds:
@@ -154,7 +156,7 @@ def run(cfg) -> dict:
 
     references = {}
     if cfg.references and cfg.mode != "eval_only":
-        references = rule_references(cfg, *loaded, trainer.evaluator, accelerator.device)
+        references = rule_references(cfg, *loaded, trainer.evaluator, accelerator)
 
     if main:
         for task_name, predictions in trainer.predictions.items():
