@@ -363,7 +363,7 @@ def test_the_servers_layout_reads_like_the_downloaders(server, tmp_path, split_k
     check_split_files(hand, ["LaMP-1", "LaMP-2"], "train")
     for task in ("LaMP-1", "LaMP-2"):
         for split in SPLITS:
-            assert load_split(hand, task, split) == load_split(downloaded, task, split)
+            assert list(load_split(hand, task, split)) == list(load_split(downloaded, task, split))
     assert split_paths(hand, "LaMP-2", "dev")[1] == hand / "LaMP_2" / "new" / "dev" / "dev_outputs.json"
     assert split_paths(hand, "LaMP-1", "test")[0] == hand / "LaMP_1" / "test" / "test_questions.json"
 

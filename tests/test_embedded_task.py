@@ -47,7 +47,7 @@ def generated(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def splits(generated) -> dict[str, list[LaMPExample]]:
-    return {split: load_split(generated, "LaMP-1", split, SPEC.profile_fields) for split in ("train", "dev", "test")}
+    return {split: list(load_split(generated, "LaMP-1", split, SPEC.profile_fields)) for split in ("train", "dev", "test")}
 
 
 def parse(example: LaMPExample) -> tuple[str, str, str]:
