@@ -208,13 +208,13 @@ class QFormerLayer(nn.Module):
     Q-Former); `norm_first=True` gives the pre-norm variant, which is steadier when deep.
     """
 
-    def __init__(self, hidden: int, heads: int, dropout: float, norm_first: bool = False, numeric: bool = False):
+    def __init__(self, hidden: int, heads: int, dropout: float, norm_first: bool = False, item_features: bool = False):
         super().__init__()
         self.norm_first = norm_first
         self.history_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
-        if numeric:  # numeric signals get their own cross-attention, right after the history's
-            self.numeric_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
-            self.numeric_norm = nn.LayerNorm(hidden)
+        if item_features:  # the items' feature rows get their own cross-attention, right after the history's
+            self.item_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+            self.item_norm = nn.LayerNorm(hidden)
         self.input_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
         self.self_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
         self.ffn = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Dropout(dropout),
@@ -257,12 +257,12 @@ class QFormerLayer(nn.Module):
         out = attn(q, kv, kv, key_padding_mask=~kv_mask, need_weights=False)[0]
         return out * (~empty).to(out.dtype)[:, None, None]
 
-    def forward(self, queries, history, history_mask, inputs, input_mask, numeric=None, self_mask=None):
-        """numeric [B, P, H]: one token per history item (same mask as the history), or None.
+    def forward(self, queries, history, history_mask, inputs, input_mask, items=None, self_mask=None):
+        """items [B, P, H]: one featured token per history item (same mask as the history), or None.
         self_mask [Q, Q] bool, True = may not attend (causal queries), or None."""
         x = self._residual(queries, self.norms[0], lambda h: self._cross(self.history_attn, h, history, history_mask))
-        if numeric is not None:
-            x = self._residual(x, self.numeric_norm, lambda h: self._cross(self.numeric_attn, h, numeric, history_mask))
+        if items is not None:
+            x = self._residual(x, self.item_norm, lambda h: self._cross(self.item_attn, h, items, history_mask))
         x = self._residual(x, self.norms[1], lambda h: self._cross(self.input_attn, h, inputs, input_mask))
         x = self._residual(x, self.norms[2],
                            lambda h: self.self_attn(h, h, h, attn_mask=self_mask, need_weights=False)[0])
@@ -285,7 +285,7 @@ class QFormer(nn.Module):
 
     def __init__(self, hidden: int, num_queries: int = 8, num_layers: int = 2, heads: int = 8,
                  dropout: float = 0.1, norm_first: bool = False, init: QFormerInit = "aligned",
-                 numeric_features: int = 0, causal_queries: bool = False):
+                 item_features: int = 0, causal_queries: bool = False):
         super().__init__()
         check_choice("qformer_init", init, QFormerInit)
         self.query_tokens = nn.Parameter(torch.randn(1, num_queries, hidden) * 0.02)  # BLIP-2 init
@@ -294,17 +294,18 @@ class QFormer(nn.Module):
         # on the way in makes the attention logits independent of it.
         self.history_norm = nn.LayerNorm(hidden)
         self.input_norm = nn.LayerNorm(hidden)
-        # Numeric signals (dataset/numeric.py rows, F wide): a small MLP lifts each item's row
-        # to the encoder width, added to the item's own embedding so the queries can ask
-        # "the rating of which review?" and not only "which ratings".
-        self.numeric_proj = (nn.Sequential(nn.Linear(numeric_features, hidden), nn.GELU(), nn.Linear(hidden, hidden))
-                             if numeric_features else None)
-        self.numeric_norm = nn.LayerNorm(hidden) if numeric_features else None
+        # Item features (relevance and numeric signals, F per item): a small MLP lifts each
+        # item's row to the encoder width, added to the item's own embedding so the queries
+        # can ask "the rating of which review?" and not only "which ratings".
+        self.item_features = item_features
+        self.item_proj = (nn.Sequential(nn.Linear(item_features, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+                          if item_features else None)
+        self.item_norm = nn.LayerNorm(hidden) if item_features else None
         # Causal self-attention among the queries makes query k depend on queries 1..k only,
         # so the first K outputs are the same whether K or all queries run: any prefix is a
         # complete summary (with nested query dropout in training, a good one).
         self.causal_queries = causal_queries
-        self.layers = nn.ModuleList(QFormerLayer(hidden, heads, dropout, norm_first, numeric=bool(numeric_features))
+        self.layers = nn.ModuleList(QFormerLayer(hidden, heads, dropout, norm_first, item_features=bool(item_features))
                                     for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(hidden) if norm_first else nn.Identity()
         if init == "aligned":
@@ -315,26 +316,26 @@ class QFormer(nn.Module):
     def num_queries(self) -> int:
         return self._num_queries
 
-    def forward(self, history, history_mask, inputs, input_mask, numbers=None, num_queries=None) -> torch.Tensor:
+    def forward(self, history, history_mask, inputs, input_mask, features=None, num_queries=None) -> torch.Tensor:
         """history [B, P, H] + mask [B, P], inputs [B, T, H] + mask [B, T] -> [B, Q, H].
 
-        numbers [B, P, F]: each item's numeric features (needed iff built with numeric_features).
+        features [B, P, F]: each item's feature row (needed iff built with item_features = F).
         num_queries: run only the first K queries -> [B, K, H] (None = all).
         """
         k = num_queries or self.num_queries
         x = self.query_tokens[:, :k].expand(history.shape[0], -1, -1)
         history, inputs = self.history_norm(history), self.input_norm(inputs)
-        numeric = None
-        if self.numeric_proj is not None:
-            if numbers is None:
-                raise ValueError("this Q-Former reads numeric signals: pass numbers [B, P, F] "
-                                 "(a dataset built with numeric=True fills batch.history_numbers)")
-            numeric = self.numeric_norm(history + self.numeric_proj(numbers.to(history.dtype)))  # [B, P, H]
+        items = None
+        if self.item_proj is not None:
+            if features is None or features.shape[-1] != self.item_features:
+                raise ValueError(f"this Q-Former reads {self.item_features} features per history item: pass "
+                                 f"features [B, P, {self.item_features}] (relevance and numeric signals)")
+            items = self.item_norm(history + self.item_proj(features.to(history.dtype)))  # [B, P, H]
         self_mask = None
         if self.causal_queries:
             self_mask = torch.ones(k, k, dtype=torch.bool, device=x.device).triu(1)  # True = masked
         for layer in self.layers:
-            x = layer(x, history, history_mask, inputs, input_mask, numeric, self_mask)
+            x = layer(x, history, history_mask, inputs, input_mask, items, self_mask)
         return self.final_norm(x)
 
 
@@ -762,15 +763,53 @@ def history_numbers(batch, chosen: list | None, slots: int) -> torch.Tensor:
     return out
 
 
+# Relevance signals: per history item, how it relates to this question. Column 0 is its
+# cosine to the retrieval query; where the question spells out its answer options
+# (TaskSpec.candidates, LaMP-1's references), column 1 flags that, the next CANDIDATE_SLOTS
+# hold the item's cosine to each option (which items bear on the question at all), and the
+# last CANDIDATE_SLOTS the same minus its mean over the options (which option an item
+# favours), scaled up because options differ by hundredths. The Q-Former could not compute
+# these itself: it never sees the options as embeddings in the history's space, only as
+# tokens inside the question.
+CANDIDATE_SLOTS = 2
+RELEVANCE_FEATURES = 2 + 2 * CANDIDATE_SLOTS
+CANDIDATE_SCALE = 10.0
+
+
+def relevance_rows(encoder: BehavioralEncoder, history: torch.Tensor, history_mask: torch.Tensor,
+                   queries: list[str], candidates: list[tuple[str, ...]] | None) -> torch.Tensor:
+    """history [B, P, H] + mask [B, P] -> [B, P, RELEVANCE_FEATURES] (0 on padding)."""
+    unit = F.normalize(history.float(), dim=-1)
+    rows = unit.new_zeros(*history.shape[:2], RELEVANCE_FEATURES)
+    rows[..., 0] = torch.einsum("bph,bh->bp", unit, F.normalize(encoder.encode_texts(queries).to(unit), dim=-1))
+    candidates = candidates or [()] * len(queries)
+    too_many = [c for c in candidates if len(c) > CANDIDATE_SLOTS]
+    if too_many:
+        raise ValueError(f"a question spells out {len(too_many[0])} answer options; relevance signals have "
+                         f"{CANDIDATE_SLOTS} slots (model.CANDIDATE_SLOTS)")
+    options = F.normalize(encoder.encode_texts([t for c in candidates for t in c]).to(unit), dim=-1)  # [N, H]
+    start = 0
+    for i, count in enumerate(len(c) for c in candidates):
+        if count:
+            similarity = unit[i] @ options[start:start + count].T  # [P, C]
+            rows[i, :, 1] = 1.0
+            rows[i, :, 2:2 + count] = similarity
+            centred = 2 + CANDIDATE_SLOTS
+            rows[i, :, centred:centred + count] = (similarity - similarity.mean(1, keepdim=True)) * CANDIDATE_SCALE
+            start += count
+    return rows * history_mask.unsqueeze(-1).to(rows.dtype)
+
+
 class BehavioralTwin(PersonalizedLLM):
     """history + query -> soft prompts -> frozen LLM.
 
     `aggregator="mean"` replaces the Q-Former by the mean of the history embeddings (the
     ablation of the Q-Former); its single vector is projected to one soft prompt.
 
+    `relevance` (config: relevance_signals) gives the Q-Former each item's `relevance_rows`.
     Roadmap options (config: memory_top_n, numeric_signals, nested_queries, inference_queries):
     `memory` keeps each example's top-N history items by similarity to its query
-    (dataset/memory.py); a Q-Former built with numeric_features reads batch.history_numbers;
+    (dataset/memory.py); `numeric` gives the Q-Former batch.history_numbers too;
     `nested_queries` trains each example on a random prefix of the queries (nested query
     dropout: the queries past it get no say in that example's answer, so the early ones
     learn to carry the most), and `inference_queries` picks the prefix outside training.
@@ -778,7 +817,7 @@ class BehavioralTwin(PersonalizedLLM):
 
     def __init__(self, behavioral_encoder: BehavioralEncoder, input_encoder: InputEncoder,
                  qformer: QFormer, llm: FrozenLLM, aggregator: str = "qformer", memory: HistoryMemory | None = None,
-                 nested_queries: bool = False, inference_queries: str = "all",
+                 relevance: bool = False, numeric: bool = False, nested_queries: bool = False, inference_queries: str = "all",
                  label_loss: float = 0.0, task_labels: dict[str, tuple[str, ...]] | None = None):
         super().__init__(llm)
         if aggregator not in ("qformer", "mean"):
@@ -788,6 +827,11 @@ class BehavioralTwin(PersonalizedLLM):
         self.qformer = qformer
         self.aggregator = aggregator
         self.memory = memory
+        self.relevance, self.numeric = relevance, numeric
+        width = RELEVANCE_FEATURES * relevance + NUM_FEATURES * numeric
+        if aggregator == "qformer" and width != qformer.item_features:
+            raise ValueError(f"the Q-Former reads {qformer.item_features} features per history item, but relevance="
+                             f"{relevance} and numeric={numeric} give {width}")
         self.nested_queries = nested_queries
         self.inference_queries = inference_queries
         queries_for(inference_queries, [], qformer.num_queries)  # a bad rule fails here, not mid-run
@@ -805,7 +849,7 @@ class BehavioralTwin(PersonalizedLLM):
             if label_loss > 0 else {})
 
     def read_history(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """-> history [B, P, H], mask [B, P], and numbers [B, P, F] when the Q-Former reads them.
+        """-> history [B, P, H], mask [B, P], and item features [B, P, F] when the Q-Former reads them.
         With long-term memory P <= memory.top_n: only the items most similar to each query."""
         encoder = self.behavioral_encoder
         chosen = None
@@ -817,10 +861,12 @@ class BehavioralTwin(PersonalizedLLM):
             history, history_mask = pad_history(rows, encoder.hidden_size)
             device = next(encoder.backbone.parameters()).device
             history, history_mask = history.to(device), history_mask.to(device)
-        numbers = None
-        if self.aggregator == "qformer" and self.qformer.numeric_proj is not None:
-            numbers = history_numbers(batch, chosen, history.shape[1]).to(history.device)
-        return history, history_mask, numbers
+        features = []
+        if self.aggregator == "qformer" and self.relevance:
+            features.append(relevance_rows(encoder, history, history_mask, batch.query, batch.candidates))
+        if self.aggregator == "qformer" and self.numeric:
+            features.append(history_numbers(batch, chosen, history.shape[1]).to(history.device))
+        return history, history_mask, torch.cat(features, -1) if features else None
 
     def query_counts(self, history_mask: torch.Tensor) -> list[int]:
         """Queries each example uses: a random prefix in nested training, else the inference rule."""
@@ -834,14 +880,14 @@ class BehavioralTwin(PersonalizedLLM):
     def summarize(self, batch) -> tuple[torch.Tensor, list[int]]:
         """-> Q-Former outputs [B, K, H] (mean aggregator: [B, 1, H]) and how many of them each
         example uses (K = the largest; causal queries make a shorter prefix exact)."""
-        history, history_mask, numbers = self.read_history(batch)  # [B, P, H], [B, P], [B, P, F] | None
+        history, history_mask, features = self.read_history(batch)  # [B, P, H], [B, P], [B, P, F] | None
         if self.aggregator == "mean":
             weights = history_mask.unsqueeze(-1).to(history.dtype)
             summary = (history * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp(min=1)
             return summary, [1] * len(summary)
         counts = self.query_counts(history_mask)
         inputs, input_mask = self.input_encoder(batch.inputs)  # [B, T, H], [B, T]
-        summary = self.qformer(history, history_mask, inputs, input_mask, numbers, num_queries=max(counts))
+        summary = self.qformer(history, history_mask, inputs, input_mask, features, num_queries=max(counts))
         return summary, counts
 
     def forward(self, batch) -> torch.Tensor:

@@ -167,5 +167,5 @@ class HistoryDropAugmented(Dataset):
     def task(self):
         return self.dataset.task
 
-    def all_history_texts(self) -> list[str]:
-        return self.dataset.all_history_texts()
+    def encoder_texts(self) -> list[str]:
+        return self.dataset.encoder_texts()

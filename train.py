@@ -27,12 +27,13 @@ llm = "smollm2-135m"     # google/flan-t5-xxl or Qwen/... on a cluster
 llm_dtype = "bfloat16"   # frozen LLM weights; use "float32" on a CPU without native bf16 (emulated, slow)
 model = "twin"           # twin | pplug | none | rag | prompt_tuning | mean | profile_rule | input_rule
 models = []              # several, e.g. ["twin", "pplug", "rag"]: one comparison table
-lr = 1e-4
+answer = "choices"       # classification: the label the LLM scores highest; "generate" decodes (LaMP's protocol)
+lr = 3e-4
 warmup_ratio = 0.05
 num_queries = 8
 label_loss = 1.0         # weight of the Q-Former's label-prediction loss (classification tasks; 0 = off)
 batch_size = 8           # 4 for Flan-T5-XXL
-epochs = 1
+epochs = 2
 # -----------------------------------------------------------------------------
 
 

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     for method in METHODS:
         model = build_model(dataclasses.replace(cfg, model=method)).to(device).eval()
         if model.reads_history:
-            model.behavioral_encoder.precompute(dataset.all_history_texts())
+            model.behavioral_encoder.precompute(dataset.encoder_texts())
         answers[method], tokens[method] = answer_fn(method, model, cfg, dataset, dataset.task.max_new_tokens)
         # Untrained weights answer at whatever length they do, up to the budget, and each new
         # token after the first costs one more pass through the LLM: passes are counted too.

@@ -60,7 +60,7 @@ def probe(cfg: TrainConfig, steps: int, lr: float, eval_every: int = 50, batch_s
     optimizer = torch.optim.AdamW(params, lr=lr)
     train, _ = load_datasets(cfg, "train")[TASK]
     dev, _ = load_datasets(cfg, "dev")[TASK]
-    twin.behavioral_encoder.encode_texts(sorted(set(train.all_history_texts()) | set(dev.all_history_texts())),
+    twin.behavioral_encoder.encode_texts(sorted(set(train.encoder_texts()) | set(dev.encoder_texts())),
                                          progress=True)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
 

@@ -34,6 +34,9 @@ class Batch:
     # Per example, per history item, the item's own answer (TaskSpec.profile_output), for the
     # rule baselines; None when the task's items carry none.
     history_outputs: list[list[str]] | None = None
+    # Per example, the answer options its question spells out (TaskSpec.candidates; LaMP-1
+    # the two references), () where its task has fixed labels.
+    candidates: list[tuple[str, ...]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -96,12 +99,15 @@ class LaMPDataset(Dataset):
         return LaMPItem(id=example.id, task=self.task.name, history=self._history(example),
                         input=example.input, target=example.output, numbers=numbers, outputs=outputs)
 
-    def all_history_texts(self) -> list[str]:
-        """Distinct history texts after selection, in first-seen order, so embeddings can
-        be computed once for the whole dataset."""
+    def encoder_texts(self) -> list[str]:
+        """Distinct texts the history encoder embeds for this dataset, in first-seen order, so
+        each is computed once: the selected history items, and each question's retrieval
+        query and the answer options it spells out (for the relevance signals and rules)."""
         seen: dict[str, None] = {}
         for example in self.examples:
             seen.update(dict.fromkeys(self._history(example)))
+            seen[self.task.retrieval_query(example.input)] = None
+            seen.update(dict.fromkeys(self.task.candidates(example.input)))
         return list(seen)
 
     def _history(self, example: LaMPExample) -> list[str]:
@@ -124,6 +130,7 @@ def collate(items: Sequence[LaMPItem]) -> Batch:
         choices=[task.labels for task in tasks],
         history_numbers=None if any(item.numbers is None for item in items) else [item.numbers for item in items],
         history_outputs=None if any(item.outputs is None for item in items) else [item.outputs for item in items],
+        candidates=[task.candidates(item.input) for task, item in zip(tasks, items)],
     )
 
 

@@ -82,6 +82,9 @@ class TaskSpec:
     # tag, LaMP-3 the score, LaMP-4..7 the title or tweet), which the untrained profile
     # rule answers with; None when profile items answer no such question (LaMP-1's papers).
     profile_output: str | None = None
+    # Question text -> the answer options it spells out, one text per label in label order
+    # (LaMP-1: its two references); () where the labels are the same for every question.
+    extract_candidates: Callable[[str], tuple[str, ...]] = field(default=lambda _: (), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Checked at import, so a mistyped spec fails loudly before any data is read.
@@ -115,6 +118,10 @@ class TaskSpec:
     def retrieval_query(self, input_text: str) -> str:
         """The part of a question a retriever searches the user's profile with."""
         return self.extract_query(input_text)
+
+    def candidates(self, input_text: str) -> tuple[str, ...]:
+        """The answer options the question itself spells out (LaMP-1's references), else ()."""
+        return self.extract_candidates(input_text)
 
     def retrieval_text(self, item: ProfileItem) -> str:
         """One profile item as a retrieval document: its corpus fields joined by spaces."""
@@ -228,6 +235,7 @@ TASKS: dict[str, TaskSpec] = {
             render_profile_item=_lamp1_profile_text,
             corpus_fields=("title", "abstract"),
             extract_query=_lamp1_query,
+            extract_candidates=lambda text: lamp1_candidates(text) or (),
             rag=RagFormat('"{title}"', "title", frame=2, placement="after_title", spare=0),
             numeric_fields=_DATED,
         ),

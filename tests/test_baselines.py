@@ -123,6 +123,9 @@ def test_comparison_command_writes_the_table(tmp_path, tiny_model_dirs, lamp_dir
     assert "p vs twin" in (tmp_path / "cmp" / "comparison.md").read_text()
     rag_inputs = json.loads((tmp_path / "cmp" / "rag-seed0" / "config.json").read_text())
     assert rag_inputs["model"] == "rag" and rag_inputs["seed"] == 0
+    # What trains nothing runs once and stands for every seed; what trains runs per seed.
+    assert not (tmp_path / "cmp" / "rag-seed1").exists() and (tmp_path / "cmp" / "pplug-seed1").exists()
+    assert table["LaMP-1"]["rag"]["accuracy_std"] == 0.0
     # Started again with the same name, finished runs are reused, not retrained.
     mtime = (tmp_path / "cmp" / "twin-seed1" / "metrics.json").stat().st_mtime
     assert run_script(tmp_path, tiny_model_dirs, lamp_dir, "--run_name=cmp", f"--models={models}",

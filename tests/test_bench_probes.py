@@ -9,10 +9,11 @@ import json
 import math
 import shutil
 
-from bench import ablations, adaptive_queries, embedded_references, history_scaling, qformer_probe
+from bench import ablations, adaptive_queries, comparison, embedded_references, history_scaling, qformer_probe
 from dataset.embedded.lamp7 import generate_embedded_lamp7
 from dataset.lamp import load_split
 from dataset.tasks import get_task
+from tiny_models import script_args
 
 
 def tiny_settings(tmp_path, tiny_model_dirs, lamp_dir) -> list[str]:
@@ -140,3 +141,14 @@ def test_ablation_grid_runs_its_cells_then_reuses_them(tmp_path, tiny_model_dirs
 def test_ablation_grid_refuses_a_config_file_by_name(tmp_path, capsys):
     assert ablations.main(["--config", str(tmp_path / "x.yaml")]) == 2
     assert "--config is not supported" in capsys.readouterr().err
+
+
+def test_comparison_runs_train_pys_table_and_writes_it_as_the_tasks_section(tmp_path, tiny_model_dirs, lamp_dir,
+                                                                          results_file):
+    table = comparison.main(script_args(tmp_path, tiny_model_dirs, lamp_dir, "--models=twin,input_rule",
+                                        "--max_train_examples=8"))
+    assert list(table["LaMP-1"]) == ["twin", "input_rule"]
+    saved = (tmp_path / "comparison-LaMP-1" / "comparison.md").read_text()  # the default run name: resumable
+    section = results_file.read_text()
+    assert "<!-- results:comparison-LaMP-1 -->" in section and saved.strip() in section
+    assert "python train.py " in saved  # the equivalent train.py command, under the script's own

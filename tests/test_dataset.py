@@ -321,12 +321,17 @@ def test_collate_targets_none_when_any_missing():
     assert len(batch.history[0]) == 3
 
 
-def test_all_history_texts_distinct_after_selection():
+def test_encoder_texts_are_distinct_after_selection_with_each_query_and_its_options():
+    # A question without LaMP-1's shape is its own query and spells out no options.
     dataset = LaMPDataset(make_examples(), get_task("LaMP-1"), max_history=0)
-    assert dataset.all_history_texts() == ["Title 0. Abstract 0.", "Title 1. Abstract 1.",
-                                           "Title 2. Abstract 2.", "Title 3. Abstract 3."]
+    assert dataset.encoder_texts() == ["Title 0. Abstract 0.", "Title 1. Abstract 1.", "Title 2. Abstract 2.", "q1",
+                                       "Title 3. Abstract 3.", "q2"]
     recent = LaMPDataset(make_examples(), get_task("LaMP-1"), max_history=1)
-    assert recent.all_history_texts() == ["Title 2. Abstract 2.", "Title 0. Abstract 0."]
+    assert recent.encoder_texts() == ["Title 2. Abstract 2.", "q1", "Title 0. Abstract 0.", "q2"]
+    question = 'For an author who has written the paper with the title "T", which reference is related? [1]: "A" [2]: "B"'
+    shaped = LaMPDataset([LaMPExample("3", question, [paper(1)], "[1]")], get_task("LaMP-1"), max_history=0)
+    assert shaped.encoder_texts() == ["Title 1. Abstract 1.", "A B", "A", "B"]
+    assert collate([shaped[0]]).candidates == [("A", "B")]
 
 
 def test_works_with_dataloader():

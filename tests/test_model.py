@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dataset.history_store import HistoryStore
-from model import (LLM_FAMILIES, BehavioralEncoder, FrozenLLM, InputEncoder, QFormer, count_parameters, llm_family,
-                   pad_stack)
+from model import (CANDIDATE_SCALE, LLM_FAMILIES, BehavioralEncoder, FrozenLLM, InputEncoder, QFormer, count_parameters,
+                   llm_family, pad_stack, relevance_rows)
 from tiny_models import HISTORY, INPUTS, TARGETS, batch, build_twin, tiny_bert, tiny_llama, tiny_t5
 
 
@@ -305,3 +305,33 @@ def test_llm_families_are_entries_that_frozen_llm_and_the_loader_read(monkeypatc
     assert len(llm.generate(None, INPUTS, max_new_tokens=2)) == len(INPUTS)
     with pytest.raises(ValueError, match="LLM kind must be one of 'encoder-decoder', 'decoder', 'plain-decoder'"):
         FrozenLLM(llama, llama_tok, "diffusion", "Personalize.")
+
+
+def test_relevance_rows_hold_each_items_cosine_to_the_query_and_to_each_spelled_out_option():
+    twin = build_twin("llama", relevance=True).eval()
+    question = 'For an author who has written the paper with the title "T", which reference is related? [1]: "{}" [2]: "{}"'
+    history = [["graph neural networks", "galaxy surveys", "query optimization"], ["robots and climate"]]
+    examples = batch(history=history, inputs=[question.format("graph learning", "star formation"), "a position paper"],
+                     targets=["[1]", "[2]"])
+    encoder = twin.behavioral_encoder
+    embedded, mask = encoder(history)  # [2, 3, H], [2, 3]
+    rows = relevance_rows(encoder, embedded, mask, examples.query, examples.candidates)  # [2, 3, 6]
+
+    def unit(texts):
+        return torch.nn.functional.normalize(encoder.encode_texts(texts), dim=-1)
+    items, options = unit(history[0]), unit(["graph learning", "star formation"])
+    assert torch.allclose(rows[0, :, 0], items @ unit(["graph learning star formation"])[0], atol=1e-5)
+    assert rows[0, :, 1].tolist() == [1.0, 1.0, 1.0]
+    cosines = items @ options.T  # [3, 2]
+    centred = (cosines - cosines.mean(1, keepdim=True)) * CANDIDATE_SCALE
+    assert torch.allclose(rows[0, :, 2:4], cosines, atol=1e-5) and torch.allclose(rows[0, :, 4:], centred, atol=1e-5)
+    # The second question spells out no options, and its padded slots stay zero.
+    assert torch.allclose(rows[1, 0, 0], (unit(history[1]) @ unit(["a position paper"]).T)[0, 0], atol=1e-5)
+    assert not rows[1, 0, 1:].any() and not rows[1, 1:].any()
+
+    summary, _ = twin.summarize(examples)
+    swapped = batch(history=history, inputs=[question.format("star formation", "graph learning"), "a position paper"],
+                    targets=["[2]", "[2]"])
+    assert not torch.allclose(twin.summarize(swapped)[0][0], summary[0])  # the Q-Former reads which option is which
+    with pytest.raises(ValueError, match="relevance signals have 2 slots"):
+        relevance_rows(encoder, embedded, mask, examples.query, [("a", "b", "c"), ()])

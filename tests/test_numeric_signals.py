@@ -83,8 +83,8 @@ def probe_accuracy(ratings_dir, numeric: bool, steps: int = 160, seed: int = 0) 
     twin = BehavioralTwin(BehavioralEncoder(history_bert, tok, "mean", 64),
                           InputEncoder(input_bert, input_tok, tune_layers=0, max_length=64),
                           QFormer(32, num_queries=2, num_layers=1, heads=4, dropout=0.0,
-                                  numeric_features=NUM_FEATURES if numeric else 0),
-                          FrozenLLM(llm, llm_tok, "decoder", "Rate."))
+                                  item_features=NUM_FEATURES if numeric else 0),
+                          FrozenLLM(llm, llm_tok, "decoder", "Rate."), numeric=numeric)
     head = torch.nn.Linear(32, 5)
     optimizer = torch.optim.Adam([*twin.qformer.parameters(), *head.parameters()], lr=3e-3)
 

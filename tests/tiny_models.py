@@ -28,7 +28,7 @@ import train
 from dataset.collate import LaMPDataset
 from dataset.lamp import load_split
 from dataset.tasks import get_task
-from model import BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, QFormer
+from model import RELEVANCE_FEATURES, BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, QFormer
 from trainers import config as config_lib
 from trainers.trainer import TaskSequentialTrainer
 
@@ -124,10 +124,12 @@ def batch(history=HISTORY, inputs=INPUTS, targets=TARGETS, tasks=None):
     tasks = tasks or ["LaMP-1"] * len(inputs)
     return SimpleNamespace(history=history, inputs=inputs, targets=targets, task=tasks,
                            query=[get_task(t).retrieval_query(x) for t, x in zip(tasks, inputs)],
-                           choices=[get_task(t).labels for t in tasks])
+                           choices=[get_task(t).labels for t in tasks],
+                           candidates=[get_task(t).candidates(x) for t, x in zip(tasks, inputs)])
 
 
-def build_twin(llm="llama", queries=4, aggregator="qformer", store=None, output="tokens", label_loss=0.0):
+def build_twin(llm="llama", queries=4, aggregator="qformer", store=None, output="tokens", label_loss=0.0,
+               relevance=False):
     history_bert, tok = tiny_bert(seed=1)
     input_bert, input_tok = tiny_bert(seed=1)
     if llm == "t5":
@@ -139,8 +141,9 @@ def build_twin(llm="llama", queries=4, aggregator="qformer", store=None, output=
     torch.manual_seed(0)
     return BehavioralTwin(BehavioralEncoder(history_bert, tok, "mean", 32, store),
                           InputEncoder(input_bert, input_tok, tune_layers=2, max_length=64, output=output),
-                          QFormer(32, queries, num_layers=2, heads=4, dropout=0.1),
-                          FrozenLLM(lm, lm_tok, kind, "Personalize."), aggregator=aggregator,
+                          QFormer(32, queries, num_layers=2, heads=4, dropout=0.1,
+                                  item_features=RELEVANCE_FEATURES if relevance else 0),
+                          FrozenLLM(lm, lm_tok, kind, "Personalize."), aggregator=aggregator, relevance=relevance,
                           label_loss=label_loss, task_labels={"LaMP-1": ("[1]", "[2]"), "LaMP-4": None})
 
 

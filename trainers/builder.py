@@ -24,7 +24,7 @@ from dataset.numeric import NUM_FEATURES
 from dataset.history_store import HistoryStore, store_identity
 from dataset.memory import HistoryMemory
 from model import (BehavioralEncoder, BehavioralTwin, FrozenLLM, InputEncoder, InputRule, NoPersonalization,
-                   ProfileRule, PromptTuning, QFormer)
+                   ProfileRule, PromptTuning, QFormer, RELEVANCE_FEATURES)
 import pplug
 
 DTYPES = {name: getattr(torch, name) for name in config_lib.choices(config_lib.LLMDtype)}  # llm_dtype -> torch
@@ -105,9 +105,11 @@ def build_twin(cfg, aggregator: str = "qformer") -> BehavioralTwin:
     torch.manual_seed(cfg.seed)
     qformer = QFormer(hidden, cfg.num_queries, cfg.qformer_layers, cfg.qformer_heads, cfg.qformer_dropout,
                       cfg.qformer_norm_first, cfg.qformer_init,
-                      numeric_features=NUM_FEATURES if cfg.numeric_signals else 0, causal_queries=cfg.nested_queries)
+                      item_features=RELEVANCE_FEATURES * cfg.relevance_signals + NUM_FEATURES * cfg.numeric_signals,
+                      causal_queries=cfg.nested_queries)
     return BehavioralTwin(behavioral, input_encoder, qformer, llm, aggregator=aggregator,
                           memory=HistoryMemory(cfg.memory_top_n) if cfg.memory_top_n else None,
+                          relevance=cfg.relevance_signals, numeric=cfg.numeric_signals,
                           nested_queries=cfg.nested_queries, inference_queries=cfg.inference_queries,
                           # The label heads only train: an evaluation builds none, so it can
                           # evaluate a checkpoint on any of the tasks (checkpoint.load_weights).

@@ -261,7 +261,9 @@ def compare(cfg) -> dict:
     scores: dict[str, dict[str, list[float]]] = {}  # task -> model -> per (seed, example) scores
     for offset in range(cfg.seeds):
         for model in cfg.models:
-            seed = cfg.seed + offset
+            # A method that trains nothing (a frozen LLM, rag, a rule) answers the same for
+            # every seed: its one run stands for all of them, paired with each trained seed.
+            seed = cfg.seed + (offset if get_method(model).trains else 0)
             run_cfg = dataclasses.replace(cfg, model=model, models=[], seed=seed, controls=False, references=False,
                                           run_name=f"{parent_name}/{model}-seed{seed}")
             run_dir = parent / f"{model}-seed{seed}"

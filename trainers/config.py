@@ -184,6 +184,10 @@ class TrainConfig:
     """Dropout inside the Q-Former."""
     qformer_norm_first: bool = False
     """Pre-norm Q-Former layers (False = post-norm, as BERT and BLIP-2)."""
+    relevance_signals: bool = True
+    """Give the Q-Former each history item's relevance to the question: its cosine to the retrieval
+    query and, where the question spells out its answer options (LaMP-1's references), to each option
+    (model.relevance_rows). False = the Q-Former compares the history with the question on its own."""
     qformer_init: QFormerInit = "aligned"
     """'aligned' starts each Q-Former layer as a similarity search of the input for the user's
     interests (see model.QFormer); 'random' is BLIP-2's init."""

@@ -129,7 +129,7 @@ def run(cfg) -> dict:
         # each encodes its share of what the store lacks, then (after the barrier) every rank
         # opens the others' parts; the second call also encodes anything still missing.
         texts = sorted({t for sets in (train_sets, eval_sets) for dataset, _ in sets.values()
-                        for t in dataset.all_history_texts()})
+                        for t in dataset.encoder_texts()})
         encoder = model.behavioral_encoder
         encoder.precompute(texts, progress=main, rank=accelerator.process_index, world=accelerator.num_processes)
         accelerator.wait_for_everyone()

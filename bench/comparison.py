@@ -1,0 +1,40 @@
+"""The comparison table of train.py, written into RESULTS.md.
+
+    python -m bench.comparison --models=twin,pplug,rag,none,prompt_tuning,mean,profile_rule,input_rule --seeds=3
+    python -m bench.comparison --tasks=LaMP-7 --models=twin,prompt_tuning,none,input_rule,profile_rule
+
+Any train.py setting works (`--config FILE`, `--key=value`); it runs exactly what
+`python train.py --models=...` runs (trainers/compare.py), in saved/<run_name>/ (default
+`comparison-<tasks>`, so a stopped comparison continues where it left off), and writes
+its comparison.md as the RESULTS.md section of those tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from bench.common import add_results_option, default_config, write_results_section
+from trainers.compare import compare
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_results_option(parser)
+    args, settings = parser.parse_known_args(argv)
+    cfg = default_config(settings)
+    if not cfg.models:
+        parser.error("name the methods to compare: --models=twin,pplug,...")
+    tasks = "-".join(cfg.tasks)
+    if not cfg.run_name:
+        cfg = dataclasses.replace(cfg, run_name=f"comparison-{tasks}")
+    table = compare(cfg)
+    report = (Path(cfg.out_dir) / cfg.run_name / "comparison.md").read_text()  # with the train.py command it equals
+    write_results_section(f"comparison-{tasks}", f"Comparison on {', '.join(cfg.tasks)} ({cfg.data_dir} data)",
+                          report, path=args.results)
+    return table
+
+
+if __name__ == "__main__":
+    main()
