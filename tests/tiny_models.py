@@ -190,7 +190,7 @@ def script_args(tmp_path, tiny_model_dirs, lamp_dir, *extra) -> list[str]:
     return [f"--encoder={tiny_model_dirs / 'bert'}", f"--llm={tiny_model_dirs / 'llama'}",
             f"--data_dir={lamp_dir}", f"--out_dir={tmp_path}", f"--cache_dir={tmp_path / 'cache'}",
             "--qformer_heads=4", "--batch_size=4", "--max_train_examples=12", "--max_eval_examples=6",
-            "--save_every=0", "--log_every=1", *extra]
+            "--epochs=1", "--save_every=0", "--log_every=1", *extra]
 
 
 def run_script(tmp_path, tiny_model_dirs, lamp_dir, *extra):
