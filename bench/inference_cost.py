@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="", help="default: saved/bench/inference_cost-<task>.json")
     add_results_option(parser)
     args, settings = parser.parse_known_args(argv)
-    cfg = default_config(settings)
+    cfg = dataclasses.replace(default_config(settings), answer="generate")  # decoding is what is timed
     device = torch.device(args.device)
     clock = Clock(device)
     dataset, _ = load_datasets(cfg, cfg.eval_split, args.examples)[cfg.tasks[0]]

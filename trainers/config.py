@@ -405,10 +405,6 @@ def find_problems(cfg: TrainConfig) -> list[str]:
 
     p += [problem for name, kind in CHOICE_FIELDS.items()
           if (problem := choice_problem(name, getattr(cfg, name), kind))]
-    if cfg.answer == "choices":
-        need(any(labelled_task(t) for t in cfg.tasks),
-             f"answer: 'choices' scores a task's allowed labels, but none of the tasks {cfg.tasks} has any "
-             "(free text); use answer=generate")
     need(not (cfg.models and cfg.mode == "eval_only"), "models: a comparison trains each model; use mode=sequential or joint")
     need(cfg.mode != "eval_only" or bool(cfg.resume_from), "resume_from: mode=eval_only needs a checkpoint to load")
     need(bool(cfg.tasks), "tasks: give at least one task, e.g. --tasks=LaMP-1")
@@ -433,13 +429,6 @@ def find_problems(cfg: TrainConfig) -> list[str]:
          "inference_queries: 'history' picks a different prefix per example; train with nested_queries=true")
     p += log_with_problems(cfg.log_with)
     return p
-
-
-def labelled_task(name: str) -> bool:
-    """Whether task `name` has a closed set of answers (an unknown task: no; task_problems names it)."""
-    from dataset.tasks import TASKS
-    spec = TASKS.get(name) or TASKS.get(name.replace("_", "-"))
-    return spec is not None and spec.labels is not None
 
 
 def task_problems(tasks: list[str]) -> list[str]:
