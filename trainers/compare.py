@@ -149,7 +149,7 @@ def published_protocol_gaps(cfg, model: str) -> list[str]:
         gaps.append(f"num_beams is {cfg.num_beams}, not {PUBLISHED_BEAMS}")
     if cfg.max_eval_examples:
         gaps.append(f"max_eval_examples={cfg.max_eval_examples} scores part of the {cfg.eval_split} split, not all")
-    if cfg.answer != "generate":
+    if cfg.answer != "generate" and any(get_task(task).labels for task in cfg.tasks):  # free text always generates
         gaps.append(f"answer={cfg.answer} scores the allowed labels; LaMP's protocol generates the answer")
     if cfg.max_train_examples and get_method(model).trains:  # the others' figures do not depend on it
         gaps.append(f"max_train_examples={cfg.max_train_examples} trains {model} on part of the "
