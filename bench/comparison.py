@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not cfg.run_name:
         cfg = dataclasses.replace(cfg, run_name=f"comparison-{tasks}")
     table = compare(cfg)
-    report = (Path(cfg.out_dir) / cfg.run_name / "comparison.md").read_text()  # with the train.py command it equals
+    report = (Path(cfg.out_dir) / cfg.run_name / "comparison.md").read_text()  # names the same run as a train.py command
     write_results_section(f"comparison-{tasks}", f"Comparison on {', '.join(cfg.tasks)} ({cfg.data_dir} data)",
                           report, path=args.results)
     return table

@@ -3,7 +3,7 @@
     python train.py --models=twin,pplug,none,rag,prompt_tuning,mean [--seeds=3]
 
 Each (model, seed) is one ordinary run in saved/<run>/<model>-seed<k>/; a method that trains
-nothing answers the same whatever the seed, so its seed-0 run stands for all. A run folder that
+nothing answers the same whatever the seed, so its first run stands for all. A run folder that
 already holds metrics.json is reused, so a comparison that was stopped continues where it
 left off when started again with the same --run_name. The parent folder gets:
 
