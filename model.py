@@ -768,7 +768,7 @@ def history_numbers(batch, chosen: list | None, slots: int) -> torch.Tensor:
 # (TaskSpec.candidates, LaMP-1's references), column 1 flags that, the next CANDIDATE_SLOTS
 # hold the item's cosine to each option (which items bear on the question at all), and the
 # last CANDIDATE_SLOTS the same minus its mean over the options (which option an item
-# favours), scaled up because options differ by hundredths. The Q-Former could not compute
+# favours), scaled up because two options' cosines differ little. The Q-Former could not compute
 # these itself: it never sees the options as embeddings in the history's space, only as
 # tokens inside the question.
 CANDIDATE_SLOTS = 2
@@ -777,11 +777,12 @@ CANDIDATE_SCALE = 10.0
 
 
 def relevance_rows(encoder: BehavioralEncoder, history: torch.Tensor, history_mask: torch.Tensor,
-                   queries: list[str], candidates: list[tuple[str, ...]] | None) -> torch.Tensor:
-    """history [B, P, H] + mask [B, P] -> [B, P, RELEVANCE_FEATURES] (0 on padding)."""
+                   queries: torch.Tensor, candidates: list[tuple[str, ...]] | None) -> torch.Tensor:
+    """history [B, P, H] + mask [B, P], the queries' embeddings [B, H] -> [B, P, RELEVANCE_FEATURES]
+    (0 on padding); the options are embedded here, by the same frozen encoder."""
     unit = F.normalize(history.float(), dim=-1)
     rows = unit.new_zeros(*history.shape[:2], RELEVANCE_FEATURES)
-    rows[..., 0] = torch.einsum("bph,bh->bp", unit, F.normalize(encoder.encode_texts(queries).to(unit), dim=-1))
+    rows[..., 0] = torch.einsum("bph,bh->bp", unit, F.normalize(queries.to(unit), dim=-1))
     candidates = candidates or [()] * len(queries)
     too_many = [c for c in candidates if len(c) > CANDIDATE_SLOTS]
     if too_many:
@@ -853,17 +854,18 @@ class BehavioralTwin(PersonalizedLLM):
         With long-term memory P <= memory.top_n: only the items most similar to each query."""
         encoder = self.behavioral_encoder
         chosen = None
+        # [B, H], frozen and cached: what memory selects by and relevance compares with
+        queries = encoder.encode_texts(batch.query) if self.memory is not None or self.relevance else None
         if self.memory is None:
             history, history_mask = encoder(batch.history)
         else:
-            queries = encoder.encode_texts(batch.query)  # [B, H], frozen and cached
             chosen, rows = self.memory.select(batch.history, queries, encoder.encode_texts)
             history, history_mask = pad_history(rows, encoder.hidden_size)
             device = next(encoder.backbone.parameters()).device
             history, history_mask = history.to(device), history_mask.to(device)
         features = []
         if self.aggregator == "qformer" and self.relevance:
-            features.append(relevance_rows(encoder, history, history_mask, batch.query, batch.candidates))
+            features.append(relevance_rows(encoder, history, history_mask, queries, batch.candidates))
         if self.aggregator == "qformer" and self.numeric:
             features.append(history_numbers(batch, chosen, history.shape[1]).to(history.device))
         return history, history_mask, torch.cat(features, -1) if features else None

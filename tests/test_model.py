@@ -315,7 +315,8 @@ def test_relevance_rows_hold_each_items_cosine_to_the_query_and_to_each_spelled_
                      targets=["[1]", "[2]"])
     encoder = twin.behavioral_encoder
     embedded, mask = encoder(history)  # [2, 3, H], [2, 3]
-    rows = relevance_rows(encoder, embedded, mask, examples.query, examples.candidates)  # [2, 3, 6]
+    queries = encoder.encode_texts(examples.query)  # [2, H]
+    rows = relevance_rows(encoder, embedded, mask, queries, examples.candidates)  # [2, 3, 6]
 
     def unit(texts):
         return torch.nn.functional.normalize(encoder.encode_texts(texts), dim=-1)
@@ -334,4 +335,4 @@ def test_relevance_rows_hold_each_items_cosine_to_the_query_and_to_each_spelled_
                     targets=["[2]", "[2]"])
     assert not torch.allclose(twin.summarize(swapped)[0][0], summary[0])  # the Q-Former reads which option is which
     with pytest.raises(ValueError, match="relevance signals have 2 slots"):
-        relevance_rows(encoder, embedded, mask, examples.query, [("a", "b", "c"), ()])
+        relevance_rows(encoder, embedded, mask, queries, [("a", "b", "c"), ()])
