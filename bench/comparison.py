@@ -6,7 +6,10 @@
 Any train.py setting works (`--config FILE`, `--key=value`); it runs exactly what
 `python train.py --models=...` runs (trainers/compare.py), in saved/<run_name>/ (default
 `comparison-<tasks>`, so a stopped comparison continues where it left off), and writes
-its comparison.md as the RESULTS.md section of those tasks.
+its comparison.md as the RESULTS.md section of that run name, so a variant run under
+another `--run_name` gets a section of its own:
+
+    python -m bench.comparison --models=pplug --pplug_augment=10 --run_name=comparison-LaMP-1-pplug-augment-10
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = dataclasses.replace(cfg, run_name=f"comparison-{tasks}")
     table = compare(cfg)
     report = (Path(cfg.out_dir) / cfg.run_name / "comparison.md").read_text()  # names the same run as a train.py command
-    write_results_section(f"comparison-{tasks}", f"Comparison on {', '.join(cfg.tasks)} ({cfg.data_dir} data)",
+    write_results_section(cfg.run_name, f"Comparison on {', '.join(cfg.tasks)} ({cfg.data_dir} data), {cfg.run_name}",
                           report, path=args.results)
     return table
 
