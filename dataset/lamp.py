@@ -26,8 +26,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from dataset.atomic import atomic_write_text
 from dataset.lamp_arrow import ArrowQuestions, NotStreamable, iter_json_array, open_questions
-from dataset.download import download_advice
-from dataset.layout import LAYOUT_HELP, TIME_FOLDER, official_task_name, split_paths
+from dataset.layout import LAYOUT_HELP, TIME_FOLDER, download_advice, official_task_name, split_paths
 
 # How many example ids an error message shows; enough to find them, short enough to read.
 _SHOWN_IDS = 3

@@ -11,14 +11,17 @@ split by `split_paths`:
 
 LaMP's time-based split is the same tree under ``<base>/time/``, so that folder is the
 ``--data_dir`` of a time-based run in both layouts. Both dataset/lamp.py (the reader) and
-dataset/download.py (which writes the flattened layout from the server's) build on this.
+dataset/download/official.py (which writes the flattened layout from the server's) build on
+this, and a "not found" error says how to download what is missing (`download_advice`).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
+from typing import Sequence
 
 PUBLIC_TASKS = ("LaMP-1", "LaMP-2", "LaMP-3", "LaMP-4", "LaMP-5", "LaMP-7")
 # LaMP-6 (email subject generation) is built on the Avocado email corpus, which is
@@ -71,3 +74,39 @@ def server_relative_path(task: str, split: str, kind: str) -> str:
     """The path of one file under LaMP's base URL (or its time/ folder), e.g. LaMP_2/new/dev/dev_outputs.json."""
     questions, outputs = layout_paths(".", task, split, "server")
     return (questions if kind == "questions" else outputs).as_posix()
+
+
+def download_command(out_dir: str | os.PathLike, tasks: Sequence[str], split_kind: str) -> str:
+    """The shell command that downloads `tasks` (split_kind "user" or "time") into `out_dir`."""
+    return (f"python -m dataset.download --tasks {','.join(tasks)} --split {split_kind} "
+            f"--out {shlex.quote(str(out_dir))}")
+
+
+def download_advice(data_dir: str | os.PathLike, tasks: Sequence[str]) -> str:
+    """How to get `tasks` into `data_dir` (a folder passed as --data_dir), for "not found" errors.
+
+    A folder named "time" is taken to be the time-based split, downloaded with
+    ``--split time --out <its parent>``.
+    """
+    data_dir = Path(data_dir)
+    lines = []
+    downloadable = []
+    for task in dict.fromkeys(tasks):
+        try:
+            name = official_task_name(task).replace("_", "-")
+        except ValueError:
+            name = task
+        if name in PRIVATE_TASKS:
+            lines.append(PRIVATE_TASKS[name])
+        elif name in PUBLIC_TASKS:
+            downloadable.append(name)
+        else:
+            lines.append(f"{task} is not one of LaMP's tasks, so there is nothing to download for it.")
+    if downloadable:
+        if data_dir.name == TIME_FOLDER:
+            lines.append(f"Download with: {download_command(data_dir.parent, downloadable, 'time')}")
+        else:
+            lines.append(f"Download with: {download_command(data_dir, downloadable, 'user')} "
+                         f"(for LaMP's time-based split use --split time and then "
+                         f"--data_dir={data_dir / 'time'}).")
+    return "\n".join(lines)

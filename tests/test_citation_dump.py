@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dataset.citation_dump import (AUDIT_FILE, LIST_SEPARATOR, CitationDumpError, build_citation_lamp1, build_drafts,
+from dataset.download.citation_dump import (AUDIT_FILE, LIST_SEPARATOR, CitationDumpError, build_citation_lamp1, build_drafts,
                                    main, normalize_title, read_dump)
 from dataset.lamp import LaMPExample, load_split
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dataset.download import (DownloadError, download_lamp, lamp_files, main, partial_path, remote_url,
+from dataset.download.official import (DownloadError, download_lamp, lamp_files, main, partial_path, remote_url,
                               validate_lamp_json)
 from dataset.lamp import LaMPFormatError, check_split_files, load_split
 from dataset.layout import split_paths

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 
-from dataset.download import build_parser, local_root
+from dataset.download.official import build_parser, local_root
 from dataset.embedded.lamp7 import generate_embedded_lamp7
 from dataset.layout import PUBLIC_TASKS
 from tiny_models import run_script

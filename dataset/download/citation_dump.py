@@ -1,6 +1,6 @@
 """Extra LaMP-1 training data built from a citation dump (DBLP style), with a leak audit.
 
-    python -m dataset.citation_dump --dump papers.jsonl --out DATA_DIR [--seed 0]
+    python -m dataset.download.citation_dump --dump papers.jsonl --out DATA_DIR [--seed 0]
         [--dev-fraction 0.1] [--test-fraction 0.1] [--min-profile 2] [--max-profile 512]
         [--per-author 1] [--drop-leaks] [--lenient]
 
@@ -75,7 +75,7 @@ from dataset.embedded.lamp1 import QUESTION_TEMPLATE  # LaMP-1's official questi
 TASK_FOLDER = "LaMP_1"
 SPLITS = ("train", "dev", "test")
 AUDIT_FILE = "leak_audit.json"
-GENERATOR = "dataset.citation_dump"  # in the audit file; marks a LaMP_1 folder as ours
+GENERATOR = "dataset.citation_dump"  # in the audit file; marks a LaMP_1 folder as ours (the name it was first written under)
 FIELDS = ("id", "title", "abstract", "authors", "references")
 LIST_SEPARATOR = ";"  # joins several authors / references in one CSV cell
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -670,7 +670,7 @@ def format_summary(report: BuildReport) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (2 on bad input)."""
     parser = argparse.ArgumentParser(
-        prog="python -m dataset.citation_dump",
+        prog="python -m dataset.download.citation_dump",
         description="Build extra LaMP-1 (citation identification) data from a DBLP-style citation dump, with an "
                     "author-disjoint train/dev/test split and a leak audit.")
     parser.add_argument("--dump", required=True, help="papers as JSON lines (.jsonl/.ndjson/.json) or .csv")

@@ -26,7 +26,6 @@ import http.client
 import json
 import os
 import re
-import shlex
 import ssl
 import sys
 import time
@@ -141,43 +140,6 @@ def lamp_files(tasks: Iterable[str], out_dir: str | os.PathLike, split_kind: str
                 files.append(LaMPFile(task, split_kind, split, kind,
                                       remote_url(base_url, task, split_kind, split, kind), path))
     return files
-
-
-def download_command(out_dir: str | os.PathLike, tasks: Sequence[str], split_kind: str = "user") -> str:
-    """The shell command that downloads `tasks` into `out_dir`."""
-    _check_split_kind(split_kind)
-    return (f"python -m dataset.download --tasks {','.join(tasks)} --split {split_kind} "
-            f"--out {shlex.quote(str(out_dir))}")
-
-
-def download_advice(data_dir: str | os.PathLike, tasks: Sequence[str]) -> str:
-    """How to get `tasks` into `data_dir` (a folder passed as --data_dir), for "not found" errors.
-
-    A folder named "time" is taken to be the time-based split, downloaded with
-    ``--split time --out <its parent>``.
-    """
-    data_dir = Path(data_dir)
-    lines = []
-    downloadable = []
-    for task in dict.fromkeys(tasks):
-        try:
-            name = official_task_name(task).replace("_", "-")
-        except ValueError:
-            name = task
-        if name in PRIVATE_TASKS:
-            lines.append(PRIVATE_TASKS[name])
-        elif name in PUBLIC_TASKS:
-            downloadable.append(name)
-        else:
-            lines.append(f"{task} is not one of LaMP's tasks, so there is nothing to download for it.")
-    if downloadable:
-        if data_dir.name == TIME_FOLDER:
-            lines.append(f"Download with: {download_command(data_dir.parent, downloadable, 'time')}")
-        else:
-            lines.append(f"Download with: {download_command(data_dir, downloadable, 'user')} "
-                         f"(for LaMP's time-based split use --split time and then "
-                         f"--data_dir={data_dir / 'time'}).")
-    return "\n".join(lines)
 
 
 # --- validation ------------------------------------------------------------------------------------------
@@ -422,6 +384,3 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"under {root}. Train with --data_dir={root}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
