@@ -26,7 +26,7 @@ from dataset.numeric import NUM_FEATURES
 from dataset.history_store import HistoryStore, micro_batches
 from dataset.memory import HistoryMemory
 from trainers.config import InputOutput, Pooling, PromptPosition, QFormerInit, Answer, check_choice
-from dataset.tasks import lamp1_candidates, lamp1_paper_title
+from dataset.tasks import lamp1_paper_title
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -1007,6 +1007,7 @@ class RuleExample:
     input: str
     query: str  # the task's retrieval query (batch.query)
     choices: tuple[str, ...] | None
+    candidates: tuple[str, ...]  # the options the question spells out (batch.candidates; LaMP-1's references)
     history: list[str]
     outputs: list[str] | None  # each history item's own answer (TaskSpec.profile_output)
 
@@ -1027,9 +1028,9 @@ class RuleBaseline(nn.Module):
         self.behavioral_encoder = behavioral_encoder
 
     def texts(self, example: RuleExample) -> list[str]:
-        """What the rules may embed for `example`: its query, the LaMP-1 titles, its labels."""
-        parsed = [*(lamp1_candidates(example.input) or ()), lamp1_paper_title(example.input) or ""]
-        return [example.query, *(example.choices or ()), *(t for t in parsed if t)]
+        """What the rules may embed for `example`: its query, its labels and options, LaMP-1's own title."""
+        title = lamp1_paper_title(example.input) if example.candidates else None
+        return [example.query, *(example.choices or ()), *example.candidates, *([title] if title else [])]
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {}
@@ -1044,8 +1045,9 @@ class RuleBaseline(nn.Module):
     def generate(self, batch, max_new_tokens: int = 0, num_beams: int = 1) -> list[str]:
         """One answer per example (the LLM's generation budget and beams do not apply)."""
         outputs = getattr(batch, "history_outputs", None) or [None] * len(batch.ids)
+        candidates = batch.candidates or [()] * len(batch.ids)
         examples = [RuleExample(*fields) for fields in zip(batch.ids, batch.task, batch.inputs, batch.query,
-                                                           batch.choices, batch.history, outputs)]
+                                                           batch.choices, candidates, batch.history, outputs)]
         texts = [t for e in examples for t in self.texts(e)]
         distinct = list(dict.fromkeys(texts))
         rows = F.normalize(self.behavioral_encoder.encode_texts(distinct), dim=-1)  # [N, H]
@@ -1063,11 +1065,11 @@ class RuleBaseline(nn.Module):
         return answers
 
 
-def _candidates(example: RuleExample) -> tuple[str, str]:
-    candidates = lamp1_candidates(example.input)
-    if candidates is None:
+def _candidates(example: RuleExample) -> list[str]:
+    """LaMP-1's two references, in the order of the labels [1] and [2]."""
+    if len(example.candidates) != 2:
         raise ValueError(f"example {example.id}: a LaMP-1 question must end '[1]: \"...\" [2]: \"...\"'")
-    return candidates
+    return list(example.candidates)
 
 
 def _similarities(example: RuleExample, embed) -> torch.Tensor:
@@ -1109,7 +1111,7 @@ class ProfileRule(RuleBaseline):
         if not example.history:
             return example.choices[0]
         profile = embed(example.history).mean(0)  # [H]
-        return example.choices[int((embed(list(_candidates(example))) @ profile).argmax())]
+        return example.choices[int((embed(_candidates(example)) @ profile).argmax())]
 
     def tag_vote(self, example: RuleExample, embed) -> str:
         if not example.history:
@@ -1170,7 +1172,7 @@ class InputRule(RuleBaseline):
         title = lamp1_paper_title(example.input)
         if title is None:
             raise ValueError(f"example {example.id}: a LaMP-1 question names the paper 'title \"...\",'")
-        return example.choices[int((embed(list(_candidates(example))) @ embed([title])[0]).argmax())]
+        return example.choices[int((embed(_candidates(example)) @ embed([title])[0]).argmax())]
 
     def label_closest_to_input(self, example: RuleExample, embed) -> str:
         return example.choices[int((embed(list(example.choices)) @ embed([example.query])[0]).argmax())]
