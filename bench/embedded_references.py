@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import tempfile
 
 import torch
@@ -28,14 +27,11 @@ from dataset.embedded.lamp1 import generate_embedded_lamp1
 from dataset.embedded.lamp7 import blind_prediction, generate_embedded_lamp7, neutral_tweet, styled_prediction
 from dataset.history_store import HistoryStore
 from dataset.lamp import load_split
-from dataset.tasks import get_task
+from dataset.tasks import get_task, lamp1_paper_title
 from model import BehavioralEncoder
 from trainers import model_registry
 from trainers.metrics import task_metrics
 
-# LaMP-1's question: the user's new paper title, then the two candidates.
-LAMP1_QUESTION = re.compile(r'the title "(?P<title>.*)", which reference .*\[1\]: "(?P<first>.*)" \[2\]: "(?P<second>.*)"$',
-                            re.DOTALL)
 LAMP1_ROWS = {"always [1]": "blind", "closest to the input paper's title": "blind",
               "closest to the mean profile embedding": "history",
               "closest to the most similar profile paper": "history"}
@@ -59,10 +55,9 @@ def lamp1_references(root, embed) -> dict:
     embed(texts)  # one pass over every distinct text, batched
     predictions: dict[str, list[str]] = {name: [] for name in LAMP1_ROWS}
     for e in examples:
-        question = LAMP1_QUESTION.search(e.input)
-        candidates = embed([question["first"], question["second"]])  # [2, H]
+        candidates = embed(list(task.candidates(e.input)))  # [2, H]
         history = embed([task.profile_text(p) for p in e.profile])  # [P, H]
-        title = embed([question["title"]])[0]  # [H]
+        title = embed([lamp1_paper_title(e.input)])[0]  # [H]
         similarity = candidates @ history.T  # [2, P]
         picks = {"always [1]": 0, "closest to the input paper's title": int((candidates @ title).argmax()),
                  "closest to the mean profile embedding": int((candidates @ history.mean(0)).argmax()),
