@@ -12,7 +12,7 @@ import shutil
 from bench import ablations, adaptive_queries, comparison, embedded_references, history_scaling, qformer_probe
 from dataset.embedded.lamp7 import generate_embedded_lamp7
 from dataset.lamp import load_split
-from dataset.tasks import get_task
+from dataset.tasks import get_task, lamp1_candidates, lamp1_paper_title
 from tiny_models import script_args
 
 
@@ -95,9 +95,8 @@ def test_embedded_references_score_blind_and_history_aware_rules(tmp_path, tiny_
     hits = {name: 0 for name in lamp1}
     dev = load_split(lamp_dir, "LaMP-1", "dev", ("title", "abstract"))
     for e in dev:
-        question = embedded_references.LAMP1_QUESTION.search(e.input)
-        first, second = embed([question["first"]])[0], embed([question["second"]])[0]
-        title = embed([question["title"]])[0]
+        first, second = embed([lamp1_candidates(e.input)[0]])[0], embed([lamp1_candidates(e.input)[1]])[0]
+        title = embed([lamp1_paper_title(e.input)])[0]
         history = embed([get_task("LaMP-1").profile_text(p) for p in e.profile])
         closer = {"always [1]": (1.0, 0.0), "closest to the input paper's title": (first @ title, second @ title),
                   "closest to the mean profile embedding": (first @ history.mean(0), second @ history.mean(0)),
