@@ -10,6 +10,7 @@ import pytest
 
 from dataset import history_store
 from dataset.history_store import HistoryStore, micro_batches, store_folder, store_identity
+from tiny_models import run_forked
 
 TEXTS = ["graph neural networks", "galaxy surveys", "query optimization", "robots and climate", "music"]
 IDENTITY = store_identity("minilm", "abc123", "mean", 128)
@@ -102,14 +103,7 @@ def _fill_slowly(root, texts, out_path):
 
 
 def test_two_processes_starting_at_once_encode_each_text_once_and_read_the_same_rows(tmp_path):
-    context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=_fill_slowly, args=(tmp_path, TEXTS, tmp_path / f"out{i}.npy"))
-               for i in range(2)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=60)
-        assert w.exitcode == 0
+    run_forked(_fill_slowly, [(tmp_path, TEXTS, tmp_path / f"out{i}.npy") for i in range(2)], timeout=60)
     results = [np.load(tmp_path / f"out{i}.npy") for i in range(2)]
     assert sorted(int(r[0]) for r in results) == [0, len(TEXTS)], "one process encodes, the other waits and reads"
     for r in results:
@@ -137,15 +131,8 @@ def _fill_share(root, texts, rank, world, barrier, out_path):
 
 def test_two_ranks_encode_disjoint_shares_at_once_and_each_reads_all_rows(tmp_path):
     texts = [f"history item number {i} " + "x" * (i % 7) for i in range(40)]
-    context = multiprocessing.get_context("fork")
-    barrier = context.Barrier(2)
-    workers = [context.Process(target=_fill_share, args=(tmp_path, texts, r, 2, barrier, tmp_path / f"rank{r}.json"))
-               for r in range(2)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=120)
-        assert w.exitcode == 0
+    barrier = multiprocessing.get_context("fork").Barrier(2)
+    run_forked(_fill_share, [(tmp_path, texts, r, 2, barrier, tmp_path / f"rank{r}.json") for r in range(2)])
     done = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert all(d["encoded"] == len(d["texts"]) > 0 for d in done)
     assert not set(done[0]["texts"]) & set(done[1]["texts"]), "no text encoded twice"

@@ -2,13 +2,13 @@
 one converter among processes, and bad files still named."""
 
 import json
-import multiprocessing
 import os
 
 import pytest
 
 from dataset import lamp_arrow
 from dataset.lamp import LaMPFormatError, load_split, read_lamp_split
+from tiny_models import run_forked
 
 
 def records(n, start=0):
@@ -111,11 +111,5 @@ def _convert(path, cache, log):
 
 def test_two_processes_at_once_convert_a_file_once(tmp_path):
     path = write(tmp_path / "q.json", records(300))
-    context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=_convert, args=(path, tmp_path / "cache", tmp_path / "log")) for _ in range(2)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=120)
-        assert w.exitcode == 0
+    run_forked(_convert, [(path, tmp_path / "cache", tmp_path / "log")] * 2)
     assert len((tmp_path / "log").read_text().split()) == 1, "one process converted, the other waited and mapped"

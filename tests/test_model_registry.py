@@ -28,7 +28,7 @@ from transformers import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainers import model_registry  # noqa: E402
-from tiny_models import free_port  # noqa: E402
+from tiny_models import free_port, run_forked  # noqa: E402
 from trainers.model_registry import (  # noqa: E402
     EMBEDDED_ALIASES,
     ModelNotFoundError,
@@ -314,19 +314,11 @@ def _load_smollm2_alias(cache: Path, rank: int, port: int, out: Path) -> None:
 
 
 def test_two_ranks_on_an_empty_cache_convert_once_and_both_load(tmp_path: Path) -> None:
-    import multiprocessing
     final = tmp_path / "models" / "smollm2-135m"
     final.parent.mkdir(parents=True)
     (final.parent / ".smollm2-135m.tmp-dead").mkdir()  # left by a converter that was killed
-    context = multiprocessing.get_context("fork")
     port = free_port()
-    ranks = [context.Process(target=_load_smollm2_alias, args=(tmp_path, i, port, tmp_path / f"rank{i}.json"))
-             for i in (0, 1)]
-    for rank in ranks:
-        rank.start()
-    for rank in ranks:
-        rank.join(timeout=120)
-        assert rank.exitcode == 0
+    run_forked(_load_smollm2_alias, [(tmp_path, i, port, tmp_path / f"rank{i}.json") for i in (0, 1)])
     assert len((tmp_path / "conversions.log").read_text().split()) == 1, "exactly one process converts"
     loaded = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1)]
     assert loaded[0] == loaded[1] and loaded[0][0] == "decoder"

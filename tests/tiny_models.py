@@ -12,6 +12,7 @@ generated LaMP-1 (`make_trainer`), and train.py runs on the tiny model folders
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import socket
 from pathlib import Path
@@ -36,6 +37,17 @@ ROOT = Path(__file__).resolve().parents[1]
 # Child processes run single-threaded: faster on a shared 2-core machine, and bit-for-bit repeatable.
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 CHILD_TIMEOUT = 300
+
+
+def run_forked(target, args_per_process: list[tuple], timeout: float = 120) -> None:
+    """Run target(*args) in one forked process per args tuple, all at once; each must exit 0."""
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=target, args=args) for args in args_per_process]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=timeout)
+        assert process.exitcode == 0, f"{target.__name__} in {process.name} exited with {process.exitcode}"
 
 
 def free_port() -> int:
