@@ -110,7 +110,7 @@ def test_significance_tests():
     assert paired_bootstrap_p([0.5, 0.6, 0.4, 0.5], [0.5, 0.4, 0.6, 0.5]).value > 0.5
 
 
-def test_comparison_command_writes_the_table(tmp_path, tiny_model_dirs, lamp_dir):  # noqa: F811
+def test_comparison_command_writes_the_table(tmp_path, tiny_model_dirs, lamp_dir, capsys):  # noqa: F811
     models = "twin,pplug,none,rag,prompt_tuning,mean,profile_rule,input_rule"
     assert run_script(tmp_path, tiny_model_dirs, lamp_dir, "--run_name=cmp", f"--models={models}",
                       "--seeds=2", "--max_train_examples=8", "--max_eval_examples=6") == 0
@@ -130,4 +130,11 @@ def test_comparison_command_writes_the_table(tmp_path, tiny_model_dirs, lamp_dir
     mtime = (tmp_path / "cmp" / "twin-seed1" / "metrics.json").stat().st_mtime
     assert run_script(tmp_path, tiny_model_dirs, lamp_dir, "--run_name=cmp", f"--models={models}",
                       "--seeds=2", "--max_train_examples=8", "--max_eval_examples=6") == 0
+    assert (tmp_path / "cmp" / "twin-seed1" / "metrics.json").stat().st_mtime == mtime
+    # With another setting, no run folder is reused: the table would mix two experiments.
+    assert run_script(tmp_path, tiny_model_dirs, lamp_dir, "--run_name=cmp", f"--models={models}", "--seeds=2",
+                      "--max_train_examples=8", "--max_eval_examples=6", "--pplug_augment=2") == 1
+    error = capsys.readouterr().err
+    assert f"{tmp_path / 'cmp' / 'twin-seed0'} was run with other settings (pplug_augment: 0 there, 2 now)" in error
+    assert "choose another --run_name" in error
     assert (tmp_path / "cmp" / "twin-seed1" / "metrics.json").stat().st_mtime == mtime

@@ -43,12 +43,17 @@ from dataset.atomic import atomic_write_text
 from dataset.lamp import read_outputs
 from dataset.layout import TIME_FOLDER
 from dataset.tasks import get_task
+from trainers import config as config_lib
 from trainers.metrics import example_scores
 from trainers.builder import load_datasets
 from trainers.methods import get_method
 from trainers.run import run, write_json
 
 BOOTSTRAP_SAMPLES = 2000
+# Settings a run's answers do not depend on: where its folder is, how it logs, saves and
+# resumes, and how many seeds the comparison around it runs.
+PLACE_FIELDS = frozenset({"resume_from", "run_name", "out_dir", "cache_dir", "seeds", "log_every", "log_with",
+                          "save_every", "keep_checkpoints"})
 
 # Figures published for frozen Flan-T5-XXL on LaMP's time-based split (k=4 retrieval,
 # 256-token LLM input, 4 beams, LaMP's metrics): the PPlug paper (Liu et al. 2024, v2,
@@ -167,6 +172,21 @@ def published_figures(cfg, model: str, task: str) -> dict[str, float]:
     return dict(PUBLISHED.get((model, cfg.eval_split), {}).get(get_task(task).name, {}))
 
 
+def check_same_settings(run_dir: Path, run_cfg) -> None:
+    """Refuse to reuse or continue a run folder whose run had other settings: its row would
+    not be what this comparison's command asks for."""
+    path = run_dir / "config.json"
+    if not path.exists():
+        return
+    saved = config_lib.from_json(path.read_text(encoding="utf-8"), str(path))
+    diffs = [f"{field.name}: {getattr(saved, field.name)!r} there, {getattr(run_cfg, field.name)!r} now"
+             for field in dataclasses.fields(run_cfg)
+             if field.name not in PLACE_FIELDS and getattr(saved, field.name) != getattr(run_cfg, field.name)]
+    if diffs:
+        raise config_lib.ConfigError(f"{run_dir} was run with other settings ({'; '.join(diffs)}); delete that "
+                                     f"folder to run it again with these, or choose another --run_name")
+
+
 def comparison_table(cfg, per_seed_metrics: dict[str, dict[str, list[dict]]],
                      scores: dict[str, dict[str, list[float]]]) -> dict:
     """The comparison.json table: per task and model the mean and std over seeds, the
@@ -260,31 +280,35 @@ def compare(cfg) -> dict:
     golds: dict[str, dict[str, str]] = {}  # task -> {id: gold} of the evaluated split
     per_seed_metrics: dict[str, dict[str, list[dict]]] = {}  # task -> model -> [metrics per seed]
     scores: dict[str, dict[str, list[float]]] = {}  # task -> model -> per (seed, example) scores
+    runs = []  # (model, its settings, its folder), in the order they run
     for offset in range(cfg.seeds):
         for model in cfg.models:
             # A method that trains nothing (a frozen LLM, rag, a rule) answers the same for
             # every seed: its one run stands for all of them, paired with each trained seed.
             seed = cfg.seed + (offset if get_method(model).trains else 0)
-            run_cfg = dataclasses.replace(cfg, model=model, models=[], seed=seed, controls=False, references=False,
-                                          run_name=f"{parent_name}/{model}-seed{seed}")
-            run_dir = parent / f"{model}-seed{seed}"
-            if (run_dir / "metrics.json").exists():
-                print(f"reusing {run_dir} (delete it to run it again)")
-                metrics = json.loads((run_dir / "metrics.json").read_text())
-            else:
-                if (run_dir / "checkpoints" / "latest").exists():  # stopped mid-training: continue it
-                    run_cfg = dataclasses.replace(run_cfg, resume_from=str(run_dir))
-                print(f"\n=== {model}, seed {seed} ===", flush=True)
-                metrics = run(run_cfg)
-            for task, values in metrics.items():
-                per_seed_metrics.setdefault(task, {}).setdefault(model, []).append(values)
-                if task not in golds:
-                    golds[task] = load_datasets(dataclasses.replace(cfg, tasks=[task]), cfg.eval_split,
-                                                cfg.max_eval_examples)[task][1]
-                predictions = read_outputs(run_dir / "predictions" / f"{task}_{cfg.eval_split}.json")
-                ids = sorted(golds[task])
-                scores.setdefault(task, {}).setdefault(model, []).extend(
-                    example_scores(get_task(task), [predictions[i] for i in ids], [golds[task][i] for i in ids]))
+            runs.append((model, dataclasses.replace(cfg, model=model, models=[], seed=seed, controls=False,
+                                                    references=False, run_name=f"{parent_name}/{model}-seed{seed}"),
+                         parent / f"{model}-seed{seed}"))
+    for _, run_cfg, run_dir in runs:  # before anything trains: a clash found late would waste the runs before it
+        check_same_settings(run_dir, run_cfg)
+    for model, run_cfg, run_dir in runs:
+        if (run_dir / "metrics.json").exists():
+            print(f"reusing {run_dir} (delete it to run it again)")
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+        else:
+            if (run_dir / "checkpoints" / "latest").exists():  # stopped mid-training: continue it
+                run_cfg = dataclasses.replace(run_cfg, resume_from=str(run_dir))
+            print(f"\n=== {model}, seed {run_cfg.seed} ===", flush=True)
+            metrics = run(run_cfg)
+        for task, values in metrics.items():
+            per_seed_metrics.setdefault(task, {}).setdefault(model, []).append(values)
+            if task not in golds:
+                golds[task] = load_datasets(dataclasses.replace(cfg, tasks=[task]), cfg.eval_split,
+                                            cfg.max_eval_examples)[task][1]
+            predictions = read_outputs(run_dir / "predictions" / f"{task}_{cfg.eval_split}.json")
+            ids = sorted(golds[task])
+            scores.setdefault(task, {}).setdefault(model, []).extend(
+                example_scores(get_task(task), [predictions[i] for i in ids], [golds[task][i] for i in ids]))
 
     table = comparison_table(cfg, per_seed_metrics, scores)
     if not PartialState().is_main_process:
