@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -25,11 +24,9 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from trainers import model_registry  # noqa: E402
-from tiny_models import free_port, run_forked  # noqa: E402
-from trainers.model_registry import (  # noqa: E402
+from trainers import model_registry
+from tiny_models import free_port, run_forked
+from trainers.model_registry import (
     EMBEDDED_ALIASES,
     ModelNotFoundError,
     default_pooling,
