@@ -7,7 +7,8 @@ One training step (forward, backward, gradient clipping, AdamW step) of the run 
 encoders, SmolLM2-135M in bf16, batch 8, embedded LaMP-1 train split), is timed in four
 variants and against the limit, on the same batches, interleaved step by step so that a
 change in the machine's load hits all alike (and each goes first in turn):
-  store        history rows read from the history store (filled once before timing, reported apart)
+  store        history rows read from the history store (filled once before timing, reported apart,
+               with the queries and options, as a run's fill holds them)
   store_prefix_recomputed
                as store, but the LLM runs its instruction prefix in every step instead of
                starting from its cached keys and values (model.FrozenLLM); decoder-only LLMs only
@@ -209,7 +210,11 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         sources = history_sources(twin.behavioral_encoder, HistoryStore(folder), twin.llm.cache_prefix)
         clock = Clock(device)
-        texts = sorted({t for batch in batches for items in batch.history for t in items})
+        # What a run's store fill holds for these batches (LaMPDataset.encoder_texts): the history
+        # items, and the queries and answer options the relevance signals compare them with.
+        texts = sorted({t for batch in batches
+                        for t in [*(t for items in batch.history for t in items), *batch.query,
+                                  *(t for options in batch.candidates or [] for t in options)]})
         start = clock()
         sources["store"].precompute(texts, progress=True)
         fill = {"texts": len(texts), "seconds": clock() - start}
