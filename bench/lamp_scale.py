@@ -361,7 +361,10 @@ def child(argv: list[str]) -> dict:
         result = child_first_step(rest[1:])
     else:
         raise SystemExit(f"unknown child command {command!r}")
-    print("RESULT " + json.dumps(result), flush=True)
+    # One write below the pipe's atomic size: torchrun's ranks share one stdout, and a line
+    # printed in parts could interleave with the other rank's.
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), f"\nRESULT {json.dumps(result)}\n".encode())
     return result
 
 
