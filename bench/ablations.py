@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from bench.common import write_results_section
-from dataset.atomic import atomic_write_text
+from dataset.atomic import atomic_write, atomic_write_text
 from trainers import config as config_lib
 import train
 
@@ -122,7 +122,7 @@ def plot(rows: list[dict], metric: str, path: Path) -> None:
         ax.tick_params(axis="x", rotation=30)
     axes[0][0].set_ylabel(f"dev {metric}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=120))
     plt.close(fig)
 
 

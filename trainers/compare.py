@@ -39,7 +39,7 @@ import numpy as np
 from accelerate import PartialState
 from scipy.stats import binomtest
 
-from dataset.atomic import atomic_write_text
+from dataset.atomic import atomic_write, atomic_write_text
 from dataset.lamp import read_outputs
 from dataset.layout import TIME_FOLDER
 from dataset.tasks import get_task
@@ -269,7 +269,7 @@ def bar_chart(table: dict, path: Path) -> None:
         ax.set_title(f"{task} ({metric})")
         ax.tick_params(axis="x", rotation=35)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=120))
     plt.close(fig)
 
 

@@ -17,6 +17,8 @@ import json
 import os
 from pathlib import Path
 
+from dataset.atomic import atomic_write, atomic_write_text
+
 PROJECT = "behavioral_twin"
 CURVE_JSON, CURVE_PNG = "learning_curve.json", "learning_curve.png"
 
@@ -92,9 +94,7 @@ class RunTracker:
         """<run>/learning_curve.json and .png from every point logged so far."""
         if not self.active:
             return
-        tmp = self.run_dir / f".{CURVE_JSON}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(self.points))
-        os.replace(tmp, self.run_dir / CURVE_JSON)
+        atomic_write_text(self.run_dir / CURVE_JSON, json.dumps(self.points))
         plot_learning_curve(self.points, self.run_dir / CURVE_PNG, title=self.run_dir.name)
 
 
@@ -117,7 +117,5 @@ def plot_learning_curve(points: dict[str, list[list[float]]], path: Path, title:
         right.legend(fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=100)
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
     plt.close(fig)
-    os.replace(tmp, path)
