@@ -51,13 +51,13 @@ def test_lamp1_input_rule_picks_the_candidate_closest_to_the_papers_title():
     assert InputRule(HandEncoder(LAMP1_VECTORS)).generate(lamp1_batch()) == ["[1]"]
 
 
-
 @pytest.mark.parametrize("rule", [ProfileRule, InputRule])
 def test_lamp1_rules_refuse_a_question_that_does_not_spell_out_its_two_references(rule):
     cut = LAMP1.split(" [1]:")[0]
     batch = collate([LaMPItem("q1", "LaMP-1", ["paper one", "paper two"], cut, None)])
     with pytest.raises(ValueError, match=r"example q1: a LaMP-1 question must end '\[1\]"):
         rule(HandEncoder(LAMP1_VECTORS)).generate(batch)
+
 
 LAMP2 = ("Which tag does this movie relate to among the following tags? Just answer with the tag name without "
          "further explanation. tags: [sci-fi, comedy, action] description: a heist goes wrong")
