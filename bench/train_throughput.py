@@ -210,11 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         sources = history_sources(twin.behavioral_encoder, HistoryStore(folder), twin.llm.cache_prefix)
         clock = Clock(device)
-        # What a run's store fill holds for these batches (LaMPDataset.encoder_texts): the history
-        # items, and the queries and answer options the relevance signals compare them with.
-        texts = sorted({t for batch in batches
-                        for t in [*(t for items in batch.history for t in items), *batch.query,
-                                  *(t for options in batch.candidates or [] for t in options)]})
+        texts = train.encoder_texts(order[:n * len(batches)])  # what a run's fill holds for these batches
         start = clock()
         sources["store"].precompute(texts, progress=True)
         fill = {"texts": len(texts), "seconds": clock() - start}

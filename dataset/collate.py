@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Iterable, Sequence, TypeVar
 
 import torch
 from torch.utils.data import Dataset
@@ -99,12 +99,13 @@ class LaMPDataset(Dataset):
         return LaMPItem(id=example.id, task=self.task.name, history=self._history(example),
                         input=example.input, target=example.output, numbers=numbers, outputs=outputs)
 
-    def encoder_texts(self) -> list[str]:
-        """Distinct texts the history encoder embeds for this dataset, in first-seen order, so
-        each is computed once: the selected history items, and each question's retrieval
-        query and the answer options it spells out (for the relevance signals and rules)."""
+    def encoder_texts(self, indices: Iterable[int] | None = None) -> list[str]:
+        """Distinct texts the history encoder embeds for this dataset (or for its examples at
+        `indices`), in first-seen order, so each is computed once: the selected history items,
+        and each question's retrieval query and the answer options it spells out (for the
+        relevance signals and rules)."""
         seen: dict[str, None] = {}
-        for example in self.examples:
+        for example in self.examples if indices is None else (self.examples[i] for i in indices):
             seen.update(dict.fromkeys(self._history(example)))
             seen[self.task.retrieval_query(example.input)] = None
             seen.update(dict.fromkeys(self.task.candidates(example.input)))

@@ -328,6 +328,7 @@ def test_encoder_texts_are_distinct_after_selection_with_each_query_and_its_opti
                                        "Title 3. Abstract 3.", "q2"]
     recent = LaMPDataset(make_examples(), get_task("LaMP-1"), max_history=1)
     assert recent.encoder_texts() == ["Title 2. Abstract 2.", "q1", "Title 0. Abstract 0.", "q2"]
+    assert recent.encoder_texts([1]) == ["Title 0. Abstract 0.", "q2"]  # only the examples asked for
     question = 'For an author who has written the paper with the title "T", which reference is related? [1]: "A" [2]: "B"'
     shaped = LaMPDataset([LaMPExample("3", question, [paper(1)], "[1]")], get_task("LaMP-1"), max_history=0)
     assert shaped.encoder_texts() == ["Title 1. Abstract 1.", "A B", "A", "B"]
