@@ -13,6 +13,8 @@ Q queries. Which parameters train is decided in one place, `requires_grad`, set 
 
 from __future__ import annotations
 
+import math
+
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -374,6 +376,41 @@ class PromptProjection(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, K, H] -> [B, K, D]; K <= Q (a prefix of the queries gets the same prefix of `base`)."""
         return self.base[:, :x.shape[1]] + self.target_rms * self.out(self.norm(F.gelu(self.fc(x))))
+
+
+WORD_SCALE = 16.0  # cosine -> logit: a word prompt aligned with one token puts ~all its weight there
+
+
+class WordPrompts(nn.Module):
+    """K soft prompts that are words: each a mixture of the frozen LLM's own token embeddings.
+
+        weights = softmax(WORD_SCALE * cos(W h_k, E_v))  over the vocabulary v     [B, K, V]
+        word prompt k = weights_k @ E                                             [B, K, D]
+
+    Why: a free-text answer often needs exact words that only the history holds (a user's
+    sign-off, hashtag, name of a thing). A projected soft prompt carries such a word only as
+    a direction the frozen LLM has to learn to spell out; a word prompt near the word's own
+    embedding is text the LLM can copy. `BehavioralTwin.answer_words_loss` trains the weights
+    directly towards the answer's words that the history has and the input lacks.
+    E is the LLM's frozen input embedding table, passed in, never copied.
+    """
+
+    def __init__(self, in_dim: int, embedding_table: torch.Tensor, count: int):
+        super().__init__()
+        self.count = count
+        self.fc = nn.Linear(in_dim, embedding_table.shape[1])
+        inverse_norms = embedding_table.detach().float().norm(dim=-1).clamp(min=1e-6).reciprocal()
+        self.register_buffer("inverse_norms", inverse_norms, persistent=False)  # [V]
+
+    def logits(self, x: torch.Tensor, embedding_table: torch.Tensor) -> torch.Tensor:
+        """x [B, K, H] (the first K Q-Former outputs) -> [B, K, V]."""
+        unit = F.normalize(self.fc(x).float(), dim=-1)
+        return WORD_SCALE * (unit @ embedding_table.float().T) * self.inverse_norms
+
+    @staticmethod
+    def mix(logits: torch.Tensor, embedding_table: torch.Tensor) -> torch.Tensor:
+        """[B, K, V] -> the word prompts [B, K, D], at the table's scale and dtype."""
+        return logits.softmax(-1).to(embedding_table.dtype) @ embedding_table
 
 
 # ----------------------------------------------------------------------------- frozen LLM
@@ -801,6 +838,13 @@ def relevance_rows(encoder: BehavioralEncoder, history: torch.Tensor, history_ma
     return rows * history_mask.unsqueeze(-1).to(rows.dtype)
 
 
+def history_words(source: list[int], target: list[int], items: list[list[int]], special: set[int]) -> list[int]:
+    """The answer's tokens that some history item holds and the input does not (special tokens
+    aside), sorted: what the word prompts learn (`BehavioralTwin.answer_words_loss`)."""
+    held = {token for ids in items for token in ids}
+    return sorted((set(target) & held) - set(source) - special)
+
+
 class BehavioralTwin(PersonalizedLLM):
     """history + query -> soft prompts -> frozen LLM.
 
@@ -819,7 +863,8 @@ class BehavioralTwin(PersonalizedLLM):
     def __init__(self, behavioral_encoder: BehavioralEncoder, input_encoder: InputEncoder,
                  qformer: QFormer, llm: FrozenLLM, aggregator: str = "qformer", memory: HistoryMemory | None = None,
                  relevance: bool = False, numeric: bool = False, nested_queries: bool = False, inference_queries: str = "all",
-                 label_loss: float = 0.0, task_labels: dict[str, tuple[str, ...]] | None = None):
+                 label_loss: float = 0.0, task_labels: dict[str, tuple[str, ...]] | None = None,
+                 word_prompts: int = 0, word_loss: float = 0.0):
         super().__init__(llm)
         if aggregator not in ("qformer", "mean"):
             raise ValueError(f"aggregator must be 'qformer' or 'mean', got {aggregator!r}")
@@ -848,6 +893,12 @@ class BehavioralTwin(PersonalizedLLM):
         self.label_heads = nn.ModuleDict(
             {task: nn.Linear(behavioral_encoder.hidden_size, len(labels)) for task, labels in self.task_labels.items()}
             if label_loss > 0 else {})
+        if word_prompts and (aggregator == "mean" or word_prompts > qformer.num_queries):
+            raise ValueError(f"word_prompts: {word_prompts} word prompts are read from as many Q-Former outputs; "
+                             f"use at most num_queries ({qformer.num_queries}), and the qformer aggregator")
+        self.words = (WordPrompts(behavioral_encoder.hidden_size, llm.model.get_input_embeddings().weight, word_prompts)
+                      if word_prompts else None)
+        self.word_loss = word_loss
 
     def read_history(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """-> history [B, P, H], mask [B, P], and item features [B, P, F] when the Q-Former reads them.
@@ -894,10 +945,35 @@ class BehavioralTwin(PersonalizedLLM):
 
     def forward(self, batch) -> torch.Tensor:
         summary, counts = self.summarize(batch)
-        loss = self.llm.loss(self._prompts(summary, counts), batch.inputs, batch.targets)
+        word_logits = self._word_logits(summary)
+        loss = self.llm.loss(self._prompts(summary, counts, word_logits), batch.inputs, batch.targets)
         if self.label_heads:
             loss = loss + self.label_loss * self.label_prediction_loss(summary, counts, batch)
+        if word_logits is not None and self.word_loss > 0:
+            loss = loss + self.word_loss * self.answer_words_loss(word_logits, batch)
         return loss
+
+    def answer_words_loss(self, word_logits: torch.Tensor, batch) -> torch.Tensor:
+        """word_logits [B, K, V] -> the mean over examples of -log p(w), averaged over the answer's
+        words w (LLM tokens) that the user's history holds and the input does not, p being the
+        word prompts' mixture (1/K) sum_k softmax(logits_k). Examples without such a word add nothing.
+
+        Why these words: they are what only reading the history can give the answer. The
+        LLM's own loss reaches the word prompts' weights only through the frozen LLM; this
+        direct signal, like the label loss for classification, teaches them from the first step.
+        """
+        llm = self.llm
+        special = set(llm.tokenizer.all_special_ids)
+        total, counted = word_logits.new_zeros(()), 0
+        for logits, source, target, items in zip(word_logits, llm._ids(batch.inputs, llm.max_input_tokens),
+                                                 llm._ids(batch.targets, llm.max_target_tokens), batch.history):
+            words = history_words(source, target, llm._ids(list(items), llm.max_input_tokens) if items else [],
+                                  special)
+            if words:
+                mixture = torch.logsumexp(logits.float().log_softmax(-1), dim=0) - math.log(len(logits))  # [V]
+                total = total - mixture[torch.tensor(words, device=mixture.device)].mean()
+                counted += 1
+        return total / len(word_logits) if counted else total + 0 * word_logits.sum()
 
     def label_prediction_loss(self, summary: torch.Tensor, counts: list[int], batch) -> torch.Tensor:
         """Cross-entropy of each task's label head on the mean of the queries an example uses,
@@ -937,13 +1013,27 @@ class BehavioralTwin(PersonalizedLLM):
     def soft_prompts(self, batch) -> torch.Tensor | list[torch.Tensor]:
         """batch.history / batch.inputs -> [B, Q, D] (mean aggregator: [B, 1, D]); when examples
         use different numbers of queries, a list of [Q_i, D] (the LLM takes either)."""
-        return self._prompts(*self.summarize(batch))
+        summary, counts = self.summarize(batch)
+        return self._prompts(summary, counts, self._word_logits(summary))
 
-    def _prompts(self, summary: torch.Tensor, counts: list[int]) -> torch.Tensor | list[torch.Tensor]:
+    def _word_logits(self, summary: torch.Tensor) -> torch.Tensor | None:
+        """summary [B, K, H] -> the word prompts' logits [B, W, V] from its first W rows, or None."""
+        if self.words is None:
+            return None
+        return self.words.logits(summary[:, :self.words.count], self.llm.model.get_input_embeddings().weight)
+
+    def _prompts(self, summary: torch.Tensor, counts: list[int],
+                 word_logits: torch.Tensor | None = None) -> torch.Tensor | list[torch.Tensor]:
+        """-> [B, K, D] soft prompts, then the word prompts [B, W, D] when there are any."""
         prompts = self.projection(summary)  # [B, K, D]
+        if word_logits is not None:
+            words = self.words.mix(word_logits, self.llm.model.get_input_embeddings().weight)  # [B, W, D]
         if all(count == prompts.shape[1] for count in counts):
-            return prompts
-        return [p[:count] for p, count in zip(prompts, counts)]
+            return prompts if word_logits is None else torch.cat([prompts, words.to(prompts.dtype)], dim=1)
+        rows = [p[:count] for p, count in zip(prompts, counts)]
+        if word_logits is None:
+            return rows
+        return [torch.cat([row, w[:min(count, len(w))].to(row.dtype)]) for row, w, count in zip(rows, words, counts)]
 
 
 # ----------------------------------------------------------------------------- history-blind baselines

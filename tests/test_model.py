@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dataset.history_store import HistoryStore
-from model import (CANDIDATE_SCALE, LLM_FAMILIES, BehavioralEncoder, FrozenLLM, InputEncoder, QFormer, count_parameters,
-                   llm_family, pad_stack, relevance_rows)
+from model import (CANDIDATE_SCALE, LLM_FAMILIES, BehavioralEncoder, FrozenLLM, InputEncoder, QFormer, WordPrompts,
+                   count_parameters, history_words, llm_family, pad_stack, relevance_rows)
 from tiny_models import HISTORY, INPUTS, TARGETS, batch, build_twin, tiny_bert, tiny_llama, tiny_t5
 
 
@@ -290,6 +290,55 @@ def test_label_loss_reaches_the_qformer_and_input_encoder_but_not_the_projection
     reached = {name.split(".")[0] for name, p in twin.trainable_parameters().items()
                if p.grad is not None and p.grad.any()}
     assert reached == {"input_encoder", "qformer", "label_heads"}
+
+
+def test_history_words_are_the_answers_tokens_that_only_the_history_holds():
+    # target 2 is in the input, 6 in no item, 0 is special: 4 and 5 remain.
+    assert history_words(source=[1, 2, 3], target=[5, 2, 4, 6, 0, 4], items=[[4, 9], [5, 0]], special={0}) == [4, 5]
+    assert history_words(source=[1], target=[2], items=[], special=set()) == []
+
+
+def test_word_prompts_follow_the_soft_prompts_and_a_peaked_one_is_that_tokens_embedding():
+    twin = build_twin("llama", queries=4, word_prompts=2).eval()
+    table = twin.llm.model.get_input_embeddings().weight  # [V, D]
+    summary, counts = twin.summarize(batch())
+    prompts = twin.soft_prompts(batch())  # [3, 4 + 2, D]
+    assert prompts.shape == (3, 6, table.shape[1])
+    assert torch.allclose(prompts[:, :4], twin.projection(summary).to(prompts.dtype))
+    word_logits = twin.words.logits(summary[:, :2], table)  # [3, 2, V]
+    assert torch.allclose(prompts[:, 4:], WordPrompts.mix(word_logits, table).to(prompts.dtype))
+    peaked = torch.full((1, 1, table.shape[0]), -1e4)
+    peaked[0, 0, 7] = 0.0
+    assert torch.allclose(WordPrompts.mix(peaked, table)[0, 0], table[7])
+    with pytest.raises(ValueError, match="word_prompts: 5 word prompts"):
+        build_twin("llama", queries=4, word_prompts=5)
+
+
+def test_answer_words_loss_is_the_mixtures_negative_log_likelihood_of_the_history_words():
+    twin = build_twin("llama", queries=4, word_prompts=2, word_loss=0.5).eval()  # eval: no dropout, same twice
+    tok = twin.llm.tokenizer
+    examples = batch(history=[["galaxy surveys"], ["robots and climate"], []],
+                     inputs=["a position paper", "robots", "music"], targets=["galaxy", "robots climate", "music"],
+                     tasks=["LaMP-4"] * 3)
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    summary, counts = twin.summarize(examples)
+    word_logits = twin.words.logits(summary[:, :2], twin.llm.model.get_input_embeddings().weight)
+    # Example 1 keeps only "climate"'s tokens ("robots" is in its input); example 3 has no history.
+    expected = 0.0
+    for i, (words, source) in enumerate([(ids("galaxy"), ids("a position paper")),
+                                         (ids(" climate"), ids("robots"))]):
+        words = [w for w in dict.fromkeys(words) if w not in source]
+        assert words
+        mixture = word_logits[i].log_softmax(-1).exp().mean(0).log()  # [V]
+        expected -= mixture[words].mean().item()
+    assert twin.answer_words_loss(word_logits, examples).item() == pytest.approx(expected / 3, rel=1e-4)
+    lm_loss = twin.llm.loss(twin._prompts(summary, counts, word_logits), examples.inputs, examples.targets)
+    assert twin(examples).item() == pytest.approx(lm_loss.item() + 0.5 * expected / 3, rel=1e-4)
+    # It teaches the word prompts and what feeds them, not the projection's soft prompts.
+    twin.answer_words_loss(word_logits, examples).backward()
+    reached = {name.split(".")[0] for name, p in twin.trainable_parameters().items()
+               if p.grad is not None and p.grad.any()}
+    assert reached == {"input_encoder", "qformer", "words"}
 
 
 def test_llm_families_are_entries_that_frozen_llm_and_the_loader_read(monkeypatch):

@@ -141,7 +141,7 @@ def batch(history=HISTORY, inputs=INPUTS, targets=TARGETS, tasks=None):
 
 
 def build_twin(llm="llama", queries=4, aggregator="qformer", store=None, output="tokens", label_loss=0.0,
-               relevance=False):
+               relevance=False, word_prompts=0, word_loss=0.0):
     history_bert, tok = tiny_bert(seed=1)
     input_bert, input_tok = tiny_bert(seed=1)
     if llm == "t5":
@@ -156,7 +156,8 @@ def build_twin(llm="llama", queries=4, aggregator="qformer", store=None, output=
                           QFormer(32, queries, num_layers=2, heads=4, dropout=0.1,
                                   item_features=RELEVANCE_FEATURES if relevance else 0),
                           FrozenLLM(lm, lm_tok, kind, "Personalize."), aggregator=aggregator, relevance=relevance,
-                          label_loss=label_loss, task_labels={"LaMP-1": ("[1]", "[2]"), "LaMP-4": None})
+                          label_loss=label_loss, task_labels={"LaMP-1": ("[1]", "[2]"), "LaMP-4": None},
+                          word_prompts=word_prompts, word_loss=word_loss)
 
 
 # ----------------------------------------------------------------------------- training on generated LaMP-1

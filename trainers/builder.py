@@ -114,7 +114,8 @@ def build_twin(cfg, aggregator: str = "qformer") -> BehavioralTwin:
                           # The label heads only train: an evaluation builds none, so it can
                           # evaluate a checkpoint on any of the tasks (checkpoint.load_weights).
                           label_loss=0 if cfg.mode == "eval_only" else cfg.label_loss,
-                          task_labels={t: get_task(t).labels for t in cfg.tasks})
+                          task_labels={t: get_task(t).labels for t in cfg.tasks},
+                          word_prompts=cfg.word_prompts if aggregator == "qformer" else 0, word_loss=cfg.word_loss)
 
 
 def build_mean(cfg) -> BehavioralTwin:

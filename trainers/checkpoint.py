@@ -39,7 +39,7 @@ from trainers import config as config_lib
 # Settings that change the shape or meaning of the trainable weights.
 ARCHITECTURE_FIELDS = ("model", "encoder", "llm", "prompt_position", "num_queries", "qformer_layers", "qformer_heads",
                        "qformer_norm_first", "tune_layers", "input_output", "relevance_signals",
-                       "numeric_signals", "nested_queries")
+                       "numeric_signals", "nested_queries", "word_prompts")
 # What resuming training needs to match too: the saved position (phase, epoch, step) counts
 # in this task list and mode, and the label heads (one per classification task) train.
 RESUME_FIELDS = ("mode", "tasks")
