@@ -129,15 +129,16 @@ def child_memory(what: str, questions: str, cache: str) -> dict:
         lamp.read_lamp_split(path, required_profile_fields=fields, cache_dir=cache)  # converted before: maps only
     start = _peak_rss_reset()
     began = time.perf_counter()
-    touched = 0
+    per_example: list[int] = []  # profile characters of each example touched
     if what == "json":  # the former reader: the whole file parsed, every record kept
         records = json.loads(path.read_text())
-        touched = sum(len(item["text"]) for record in records for item in record["profile"])
+        per_example = [sum(len(item["text"]) for item in record["profile"]) for record in records]
     else:
         split = lamp.read_lamp_split(path, required_profile_fields=fields, cache_dir=cache)
         if what == "read":
-            touched = sum(len(item["text"]) for example in split for item in example.profile)
-    return {"added_bytes": _status("VmHWM") - start, "seconds": time.perf_counter() - began, "touched": touched}
+            per_example = [sum(len(item["text"]) for item in example.profile) for example in split]
+    return {"added_bytes": _status("VmHWM") - start, "seconds": time.perf_counter() - began,
+            "touched": sum(per_example), "largest_example_chars": max(per_example, default=0)}
 
 
 def child_fill(texts_file: str, store: str, rank: int, world: int, threads: int, settings: list[str],
@@ -285,13 +286,18 @@ def tables(report: dict) -> str:
     memory_rows = report["memory"]
     lines = ["Reading memory, LaMP-3-shaped train split (peak RSS added, MiB; fresh process each):", "",
              "| questions | file (MiB) | convert JSON -> Arrow (once) | read + touch every example | "
-             "read / file size | former whole-file json.load |", "|---|---|---|---|---|---|"]
+             "read / file size | largest example's profile text (M chars) | former whole-file json.load |",
+             "|---|---|---|---|---|---|---|"]
     for r in memory_rows:
         lines.append(f"| {r['questions']} | {mib(r['file_bytes'])} | {mib(r['convert']['added_bytes'])} | "
                      f"{mib(r['read']['added_bytes'])} | {r['read']['added_bytes'] / r['file_bytes']:.2f} | "
-                     f"{mib(r['json']['added_bytes'])} |")
+                     f"{r['read'].get('largest_example_chars', 0) / 1e6:.2f} | {mib(r['json']['added_bytes'])} |")
     reads = [r["read"]["added_bytes"] for r in memory_rows]
     lines += ["", f"read_flatness (largest / smallest read addition): {max(reads) / min(reads):.2f}"]
+    largest = [r["read"].get("largest_example_chars", 0) for r in memory_rows]
+    if min(largest):
+        lines += [f"largest_example_growth (largest / smallest of the largest example's profile text): "
+                  f"{max(largest) / min(largest):.2f}"]
     f = report.get("fill")
     lines += [] if not f else ["", f"History-store fill, {f['texts']} LaMP-3 items, medians of {f['rounds']} rounds taking turns:", "",
               "| fill | seconds | texts/s |", "|---|---|---|"]

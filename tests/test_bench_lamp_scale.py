@@ -26,4 +26,7 @@ def test_memory_measure_reads_every_example_of_the_converted_table(tmp_path):
     read = lamp_scale.child_memory("read", str(path), str(tmp_path / "cache"))
     whole = lamp_scale.child_memory("json", str(path), str(tmp_path / "cache"))
     assert converted["touched"] == 0 and read["touched"] == whole["touched"] > 0
+    records = json.loads(path.read_text())
+    largest = max(sum(len(item["text"]) for item in record["profile"]) for record in records)
+    assert read["largest_example_chars"] == whole["largest_example_chars"] == largest
     assert len(list((tmp_path / "cache").rglob("*.arrow"))) == 1
