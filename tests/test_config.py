@@ -47,6 +47,22 @@ def test_eval_only_needs_a_checkpoint_and_paths_must_exist(tmp_path):
     assert "data_dir" in str(info.value) and "resume_from" in str(info.value)
 
 
+def test_a_resumed_run_keeps_its_own_settings_unless_told_otherwise(tmp_path):
+    run = tmp_path / "saved" / "lamp7"
+    run.mkdir(parents=True)
+    saved = config_lib.TrainConfig(tasks=["LaMP-7"], lr=1e-4, word_prompts=4, run_name="lamp7", seeds=1,
+                                   out_dir=str(tmp_path / "saved"), cache_dir=str(tmp_path / "old-cache"))
+    (run / "config.json").write_text(config_lib.to_json(saved))
+    header = {"tasks": ["LaMP-1"], "lr": 3e-4, "epochs": 2}  # what train.py's block says now
+    cfg = config_lib.resolve_config(header, None, {"mode": "eval_only", "resume_from": str(run), "lr": "2e-4"})
+    # The run's task and method settings, not train.py's; the command line still wins.
+    assert (cfg.tasks, cfg.word_prompts, cfg.lr, cfg.mode) == (["LaMP-7"], 4, 2e-4, "eval_only")
+    # Where this invocation writes is its own: a new run folder, the default caches.
+    assert (cfg.run_name, cfg.out_dir, cfg.cache_dir) == ("", "saved", "")
+    # A folder without a readable config.json adds nothing (loading the checkpoint says why).
+    assert config_lib.resolve_config(header, None, {"resume_from": str(tmp_path / "nothing")}).tasks == ["LaMP-1"]
+
+
 def test_bad_yaml_files_name_the_file(tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text("lr: [1,\n")

@@ -348,9 +348,31 @@ def parse_overrides(args: list[str]) -> tuple[str | None, dict[str, str]]:
     return config_file, overrides
 
 
+# Where an invocation runs and writes: never taken from the checkpoint it resumes or evaluates.
+NOT_RESUMED = ("resume_from", "run_name", "out_dir", "cache_dir", "models", "seeds")
+
+
+def resumed_settings(resume_from: str) -> dict:
+    """The settings the run folder or checkpoint `resume_from` was saved with (its config.json),
+    but for NOT_RESUMED; {} when it has none to read (loading the checkpoint then says why)."""
+    path = Path(resume_from) / "config.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    if not isinstance(saved, dict):
+        return {}
+    return {key: value for key, value in saved.items() if key in FIELDS and key not in NOT_RESUMED}
+
+
 def resolve_config(defaults: dict | None = None, config_file: str | None = None,
                    overrides: dict | None = None, environ: typing.Mapping[str, str] | None = None) -> TrainConfig:
-    """dataclass defaults <- `defaults` (train.py's editable block) <- YAML file <- overrides.
+    """dataclass defaults <- `defaults` (train.py's editable block) <- the resumed checkpoint's
+    settings (with resume_from) <- YAML file <- overrides.
+
+    So `--resume_from=saved/<run>` continues or evaluates that run as it was configured (its
+    tasks, model and data), whatever train.py's defaults are now; a file or --key=value
+    still changes any setting (checkpoint.check_compatible refuses what the weights cannot take).
 
     The launch settings in `environ` (os.environ: what `accelerate launch` or torchrun set) are
     checked against the result too, so a bad DeepSpeed setup fails before any model loads.
@@ -373,6 +395,9 @@ def resolve_config(defaults: dict | None = None, config_file: str | None = None,
             raise ConfigError(f"config file {config_file} must be a mapping of setting: value")
         layers.append((f"config file {config_file}", loaded))
     layers.append(("command line", overrides or {}))
+    resume_from = next((str(layer["resume_from"]) for _, layer in reversed(layers) if layer.get("resume_from")), "")
+    if resume_from:
+        layers.insert(1, (f"{Path(resume_from) / 'config.json'}", resumed_settings(resume_from)))
     for origin, layer in layers:
         for key, value in layer.items():
             if key not in FIELDS:
