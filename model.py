@@ -14,7 +14,6 @@ Q queries. Which parameters train is decided in one place, `requires_grad`, set 
 from __future__ import annotations
 
 import math
-
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -1011,8 +1010,8 @@ class BehavioralTwin(PersonalizedLLM):
         return torch.einsum("bk,bkh->bh", keep, summary)
 
     def soft_prompts(self, batch) -> torch.Tensor | list[torch.Tensor]:
-        """batch.history / batch.inputs -> [B, Q, D] (mean aggregator: [B, 1, D]); when examples
-        use different numbers of queries, a list of [Q_i, D] (the LLM takes either)."""
+        """batch.history / batch.inputs -> [B, Q + W, D] with W word prompts (mean aggregator: [B, 1, D]);
+        when examples use different numbers of queries, a list of [Q_i (+ W_i), D] (the LLM takes either)."""
         summary, counts = self.summarize(batch)
         return self._prompts(summary, counts, self._word_logits(summary))
 
@@ -1026,14 +1025,13 @@ class BehavioralTwin(PersonalizedLLM):
                  word_logits: torch.Tensor | None = None) -> torch.Tensor | list[torch.Tensor]:
         """-> [B, K, D] soft prompts, then the word prompts [B, W, D] when there are any."""
         prompts = self.projection(summary)  # [B, K, D]
-        if word_logits is not None:
-            words = self.words.mix(word_logits, self.llm.model.get_input_embeddings().weight)  # [B, W, D]
+        words = None if word_logits is None else \
+            self.words.mix(word_logits, self.llm.model.get_input_embeddings().weight).to(prompts.dtype)  # [B, W, D]
         if all(count == prompts.shape[1] for count in counts):
-            return prompts if word_logits is None else torch.cat([prompts, words.to(prompts.dtype)], dim=1)
+            return prompts if words is None else torch.cat([prompts, words], dim=1)
         rows = [p[:count] for p, count in zip(prompts, counts)]
-        if word_logits is None:
-            return rows
-        return [torch.cat([row, w[:min(count, len(w))].to(row.dtype)]) for row, w, count in zip(rows, words, counts)]
+        # An example using fewer queries than there are word prompts keeps as many of them as queries.
+        return rows if words is None else [torch.cat([row, w[:count]]) for row, w, count in zip(rows, words, counts)]
 
 
 # ----------------------------------------------------------------------------- history-blind baselines

@@ -307,6 +307,9 @@ def test_word_prompts_follow_the_soft_prompts_and_a_peaked_one_is_that_tokens_em
     assert torch.allclose(prompts[:, :4], twin.projection(summary).to(prompts.dtype))
     word_logits = twin.words.logits(summary[:, :2], table)  # [3, 2, V]
     assert torch.allclose(prompts[:, 4:], WordPrompts.mix(word_logits, table).to(prompts.dtype))
+    # Examples using fewer queries (inference_queries) keep at most as many word prompts as queries.
+    rows = twin._prompts(summary, [4, 1, 3], word_logits)
+    assert [len(row) for row in rows] == [6, 2, 5] and torch.equal(rows[1][1], prompts[1, 4])
     peaked = torch.full((1, 1, table.shape[0]), -1e4)
     peaked[0, 0, 7] = 0.0
     assert torch.allclose(WordPrompts.mix(peaked, table)[0, 0], table[7])
