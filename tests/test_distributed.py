@@ -176,6 +176,13 @@ def test_bad_deepspeed_settings_are_named(case, tmp_path):
     assert len(problems) == 1 and fragment in problems[0], problems
 
 
+def test_word_prompts_are_refused_under_zero3_only():
+    word_prompts = config_lib.TrainConfig(batch_size=4, word_prompts=4)
+    zero3 = config_lib.launch_problems(word_prompts, {**DEEPSPEED, "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"})
+    assert len(zero3) == 1 and "word_prompts=4 reads the LLM's whole embedding table" in zero3[0]
+    assert config_lib.launch_problems(word_prompts, {**DEEPSPEED, "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}) == []
+
+
 def test_consistent_deepspeed_json_with_auto_values_passes(tmp_path):
     env = ds_json(tmp_path, train_batch_size="auto", train_micro_batch_size_per_gpu=4, gradient_accumulation_steps=2,
                   gradient_clipping=1.0, zero_optimization={"stage": 3, "offload_param": {"device": "cpu"}})

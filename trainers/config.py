@@ -573,6 +573,9 @@ def launch_problems(cfg: TrainConfig, environ: typing.Mapping[str, str]) -> list
     if clip is not None and clip != cfg.max_grad_norm:
         p.append(f"{where}: gradient_clipping is {clip:g} but max_grad_norm is {cfg.max_grad_norm:g}; DeepSpeed "
                  "clips with its own value, so set both to the same value")
+    if stage == 3 and cfg.word_prompts:
+        p.append(f"{where}: word_prompts={cfg.word_prompts} reads the LLM's whole embedding table, which ZeRO-3 "
+                 "partitions; use zero_stage 2 (or DDP), or word_prompts=0")
     return p
 
 
