@@ -402,7 +402,7 @@ class WordPrompts(nn.Module):
         self.register_buffer("inverse_norms", inverse_norms, persistent=False)  # [V]
 
     def logits(self, x: torch.Tensor, embedding_table: torch.Tensor) -> torch.Tensor:
-        """x [B, K, H] (the first K Q-Former outputs) -> [B, K, V]."""
+        """x [B, K, H] (the first K Q-Former outputs) -> [B, K, V], float32."""
         unit = F.normalize(self.fc(x).float(), dim=-1)
         return WORD_SCALE * (unit @ embedding_table.float().T) * self.inverse_norms
 
@@ -969,7 +969,7 @@ class BehavioralTwin(PersonalizedLLM):
             words = history_words(source, target, llm._ids(list(items), llm.max_input_tokens) if items else [],
                                   special)
             if words:
-                mixture = torch.logsumexp(logits.float().log_softmax(-1), dim=0) - math.log(len(logits))  # [V]
+                mixture = torch.logsumexp(logits.log_softmax(-1), dim=0) - math.log(len(logits))  # [V]
                 total = total - mixture[torch.tensor(words, device=mixture.device)].mean()
                 counted += 1
         return total / len(word_logits) if counted else total + 0 * word_logits.sum()

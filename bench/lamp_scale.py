@@ -291,13 +291,12 @@ def tables(report: dict) -> str:
     for r in memory_rows:
         lines.append(f"| {r['questions']} | {mib(r['file_bytes'])} | {mib(r['convert']['added_bytes'])} | "
                      f"{mib(r['read']['added_bytes'])} | {r['read']['added_bytes'] / r['file_bytes']:.2f} | "
-                     f"{r['read'].get('largest_example_chars', 0) / 1e6:.2f} | {mib(r['json']['added_bytes'])} |")
+                     f"{r['read']['largest_example_chars'] / 1e6:.2f} | {mib(r['json']['added_bytes'])} |")
     reads = [r["read"]["added_bytes"] for r in memory_rows]
     lines += ["", f"read_flatness (largest / smallest read addition): {max(reads) / min(reads):.2f}"]
-    largest = [r["read"].get("largest_example_chars", 0) for r in memory_rows]
-    if min(largest):
-        lines += [f"largest_example_growth (largest / smallest of the largest example's profile text): "
-                  f"{max(largest) / min(largest):.2f}"]
+    largest = [r["read"]["largest_example_chars"] for r in memory_rows]
+    lines += [f"largest_example_growth (largest / smallest of the largest example's profile text): "
+              f"{max(largest) / min(largest):.2f}"]
     f = report.get("fill")
     lines += [] if not f else ["", f"History-store fill, {f['texts']} LaMP-3 items, medians of {f['rounds']} rounds taking turns:", "",
               "| fill | seconds | texts/s |", "|---|---|---|"]

@@ -30,3 +30,14 @@ def test_memory_measure_reads_every_example_of_the_converted_table(tmp_path):
     largest = max(sum(len(item["text"]) for item in record["profile"]) for record in records)
     assert read["largest_example_chars"] == whole["largest_example_chars"] == largest
     assert len(list((tmp_path / "cache").rglob("*.arrow"))) == 1
+
+
+def test_memory_table_sets_the_read_addition_beside_the_largest_example():
+    def row(questions, read_mib, largest):
+        measure = {"added_bytes": read_mib * 2**20, "largest_example_chars": largest}
+        return {"questions": questions, "file_bytes": 10 * questions * 2**20, "convert": measure, "read": measure,
+                "json": measure}
+    text = lamp_scale.tables({"memory": [row(200, 2.0, 250_000), row(2000, 3.0, 400_000)]})
+    assert "| 2000 | 20000.0 | 3.0 | 3.0 | 0.00 | 0.40 | 3.0 |" in text
+    assert "read_flatness (largest / smallest read addition): 1.50" in text
+    assert "largest_example_growth (largest / smallest of the largest example's profile text): 1.60" in text

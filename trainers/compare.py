@@ -50,10 +50,6 @@ from trainers.methods import get_method
 from trainers.run import run, write_json
 
 BOOTSTRAP_SAMPLES = 2000
-# Settings a run's answers do not depend on: where its folder is, how it logs, saves and
-# resumes, and how many seeds the comparison around it runs.
-PLACE_FIELDS = frozenset({"resume_from", "run_name", "out_dir", "cache_dir", "seeds", "log_every", "log_with",
-                          "save_every", "keep_checkpoints"})
 
 # Figures published for frozen Flan-T5-XXL on LaMP's time-based split (k=4 retrieval,
 # 256-token LLM input, 4 beams, LaMP's metrics): the PPlug paper (Liu et al. 2024, v2,
@@ -181,7 +177,8 @@ def check_same_settings(run_dir: Path, run_cfg) -> None:
     saved = config_lib.from_json(path.read_text(encoding="utf-8"), str(path))
     diffs = [f"{field.name}: {getattr(saved, field.name)!r} there, {getattr(run_cfg, field.name)!r} now"
              for field in dataclasses.fields(run_cfg)
-             if field.name not in PLACE_FIELDS and getattr(saved, field.name) != getattr(run_cfg, field.name)]
+             if field.name not in config_lib.PLACE_FIELDS
+             and getattr(saved, field.name) != getattr(run_cfg, field.name)]
     if diffs:
         raise config_lib.ConfigError(f"{run_dir} was run with other settings ({'; '.join(diffs)}); delete that "
                                      f"folder to run it again with these, or choose another --run_name")

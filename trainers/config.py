@@ -348,13 +348,16 @@ def parse_overrides(args: list[str]) -> tuple[str | None, dict[str, str]]:
     return config_file, overrides
 
 
-# Where an invocation runs and writes: never taken from the checkpoint it resumes or evaluates.
-NOT_RESUMED = ("resume_from", "run_name", "out_dir", "cache_dir", "models", "seeds")
+# Where an invocation writes and what it runs around one run (a comparison's methods and
+# seeds): never taken from the checkpoint it resumes or evaluates.
+WHERE_FIELDS = frozenset({"resume_from", "run_name", "out_dir", "cache_dir", "models", "seeds"})
+# Settings a run's answers do not depend on: the above, and how it logs and saves.
+PLACE_FIELDS = WHERE_FIELDS | {"log_every", "log_with", "save_every", "keep_checkpoints"}
 
 
 def resumed_settings(resume_from: str) -> dict:
     """The settings the run folder or checkpoint `resume_from` was saved with (its config.json),
-    but for NOT_RESUMED; {} when it has none to read (loading the checkpoint then says why)."""
+    but for WHERE_FIELDS; {} when it has none to read (loading the checkpoint then says why)."""
     path = Path(resume_from) / "config.json"
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -362,7 +365,7 @@ def resumed_settings(resume_from: str) -> dict:
         return {}
     if not isinstance(saved, dict):
         return {}
-    return {key: value for key, value in saved.items() if key in FIELDS and key not in NOT_RESUMED}
+    return {key: value for key, value in saved.items() if key in FIELDS and key not in WHERE_FIELDS}
 
 
 def resolve_config(defaults: dict | None = None, config_file: str | None = None,
