@@ -381,30 +381,41 @@ WORD_SCALE = 16.0  # cosine -> logit: a word prompt aligned with one token puts 
 
 
 class WordPrompts(nn.Module):
-    """K soft prompts that are words: each a mixture of the frozen LLM's own token embeddings.
+    """K soft prompts that are words: each a mixture of the frozen LLM's own token embeddings,
+    over the tokens the user's history holds.
 
-        weights = softmax(WORD_SCALE * cos(W h_k, E_v))  over the vocabulary v     [B, K, V]
-        word prompt k = weights_k @ E                                             [B, K, D]
+        logit_k(v) = WORD_SCALE * cos(W h_k, E_v) + a * log n_v   where n_v >= 1, else -inf   [B, K, V]
+        word prompt k = softmax(logit_k) @ E                                                 [B, K, D]
 
-    Why: a free-text answer often needs exact words that only the history holds (a user's
-    sign-off, hashtag, name of a thing). A projected soft prompt carries such a word only as
-    a direction the frozen LLM has to learn to spell out; a word prompt near the word's own
-    embedding is text the LLM can copy. `BehavioralTwin.answer_words_loss` trains the weights
-    directly towards the answer's words that the history has and the input lacks.
-    E is the LLM's frozen input embedding table, passed in, never copied.
+    n_v is how many of the user's history items hold token v (0 for the input's tokens and
+    special ones), a a learned weight. Why: a free-text answer often needs exact words that
+    only the history holds (a user's sign-off, hashtag, name of a thing). A projected soft
+    prompt carries such a word only as a direction the frozen LLM has to learn to spell out;
+    a word prompt near the word's own embedding is text the LLM can copy. Choosing among
+    the history's words, not the whole vocabulary, makes that a copy: what a user writes
+    again and again (large n_v) is a habit, what one item holds is its topic.
+    `BehavioralTwin.answer_words_loss` trains the choice towards the answer's words that the
+    history has and the input lacks. A user whose history holds no such word gets a mixture
+    over the whole vocabulary. E is the LLM's frozen input embedding table, passed in, never copied.
     """
 
     def __init__(self, in_dim: int, embedding_table: torch.Tensor, count: int):
         super().__init__()
         self.count = count
         self.fc = nn.Linear(in_dim, embedding_table.shape[1])
+        self.habit_weight = nn.Parameter(torch.tensor(1.0))  # a: how much a word's recurrence raises it
         inverse_norms = embedding_table.detach().float().norm(dim=-1).clamp(min=1e-6).reciprocal()
         self.register_buffer("inverse_norms", inverse_norms, persistent=False)  # [V]
 
-    def logits(self, x: torch.Tensor, embedding_table: torch.Tensor) -> torch.Tensor:
-        """x [B, K, H] (the first K Q-Former outputs) -> [B, K, V], float32."""
+    def logits(self, x: torch.Tensor, embedding_table: torch.Tensor, word_counts: torch.Tensor) -> torch.Tensor:
+        """x [B, K, H] (the first K Q-Former outputs), word_counts [B, V] (`history_word_counts`)
+        -> [B, K, V], float32."""
         unit = F.normalize(self.fc(x).float(), dim=-1)
-        return WORD_SCALE * (unit @ embedding_table.float().T) * self.inverse_norms
+        similarity = WORD_SCALE * (unit @ embedding_table.float().T) * self.inverse_norms  # [B, K, V]
+        allowed = word_counts > 0
+        allowed = allowed | ~allowed.any(-1, keepdim=True)  # no word to copy: any token
+        habit = self.habit_weight * word_counts.clamp(min=1).log()  # [B, V]
+        return torch.where(allowed.unsqueeze(1), similarity + habit.unsqueeze(1), float("-inf"))
 
     @staticmethod
     def mix(logits: torch.Tensor, embedding_table: torch.Tensor) -> torch.Tensor:
@@ -593,10 +604,12 @@ class FrozenLLM(nn.Module):
     def _embed(self, ids: list[int]) -> torch.Tensor:
         return self.model.get_input_embeddings()(torch.tensor(ids, dtype=torch.long, device=self.device))
 
-    def _prompt_rows(self, prompts: torch.Tensor | None, inputs: list[str], prefix: bool = True) -> list[torch.Tensor]:
+    def _prompt_rows(self, prompts, inputs: list[str], prefix: bool = True) -> list[torch.Tensor]:
         """Per example [prefix; prompts; input; suffix] (or [prefix; input; prompts; suffix])
         embeddings, [L_i, D]; without the prefix when `prefix` is False. prompts: [B, Q, D],
-        or a list of [Q_i, D] when examples use different numbers of soft prompts (adaptive queries)."""
+        a list of [Q_i, D] when examples use different numbers of soft prompts (adaptive queries),
+        or a list of ([Q_i, D], [W_i, D]) pairs whose second part goes right before the suffix,
+        after the input, whatever prompt_position says (word prompts: text to copy into the answer)."""
         dtype = self.model.get_input_embeddings().weight.dtype
         start = [self._embed(self.prefix_ids)] if prefix else []
         suffix = self._embed(self.suffix_ids)
@@ -604,8 +617,10 @@ class FrozenLLM(nn.Module):
         for i, ids in enumerate(self._ids(inputs, self.max_input_tokens)):
             parts = [self._embed(ids)]
             if prompts is not None:
-                where = 0 if self.prompt_position == "before_input" else 1
-                parts.insert(where, prompts[i].to(dtype))
+                lead, before_answer = prompts[i] if isinstance(prompts[i], tuple) else (prompts[i], None)
+                parts.insert(0 if self.prompt_position == "before_input" else 1, lead.to(dtype))
+                if before_answer is not None:
+                    parts.append(before_answer.to(dtype))
             rows.append(torch.cat([*start, *parts, suffix]))
         return rows
 
@@ -837,11 +852,15 @@ def relevance_rows(encoder: BehavioralEncoder, history: torch.Tensor, history_ma
     return rows * history_mask.unsqueeze(-1).to(rows.dtype)
 
 
-def history_words(source: list[int], target: list[int], items: list[list[int]], special: set[int]) -> list[int]:
-    """The answer's tokens that some history item holds and the input does not (special tokens
-    aside), sorted: what the word prompts learn (`BehavioralTwin.answer_words_loss`)."""
-    held = {token for ids in items for token in ids}
-    return sorted((set(target) & held) - set(source) - special)
+def history_word_counts(source: list[int], items: list[list[int]], special: set[int], vocab_size: int) -> torch.Tensor:
+    """-> [V]: how many history items hold each token, 0 for the input's tokens and special ones:
+    the words a word prompt may be (`WordPrompts`), and those of the answer it learns
+    (`BehavioralTwin.answer_words_loss`)."""
+    counts = torch.zeros(vocab_size)
+    for ids in items:
+        counts[sorted(set(ids))] += 1
+    counts[sorted(set(source) | special)] = 0
+    return counts
 
 
 class BehavioralTwin(PersonalizedLLM):
@@ -944,35 +963,46 @@ class BehavioralTwin(PersonalizedLLM):
 
     def forward(self, batch) -> torch.Tensor:
         summary, counts = self.summarize(batch)
-        word_logits = self._word_logits(summary)
+        word_counts = self.word_counts(batch)
+        word_logits = self._word_logits(summary, word_counts)
         loss = self.llm.loss(self._prompts(summary, counts, word_logits), batch.inputs, batch.targets)
         if self.label_heads:
             loss = loss + self.label_loss * self.label_prediction_loss(summary, counts, batch)
         if word_logits is not None and self.word_loss > 0:
-            loss = loss + self.word_loss * self.answer_words_loss(word_logits, batch)
+            loss = loss + self.word_loss * self.answer_words_loss(word_logits, word_counts, batch.targets)
         return loss
 
-    def answer_words_loss(self, word_logits: torch.Tensor, batch) -> torch.Tensor:
-        """word_logits [B, K, V] -> the mean over examples of -log p(w), averaged over the answer's
-        words w (LLM tokens) that the user's history holds and the input does not, p being the
-        word prompts' mixture (1/K) sum_k softmax(logits_k). Examples without such a word add nothing.
+    def word_counts(self, batch) -> torch.Tensor | None:
+        """-> [B, V]: `history_word_counts` of each example in LLM tokens, or None without word prompts."""
+        if self.words is None:
+            return None
+        llm = self.llm
+        special = set(llm.tokenizer.all_special_ids)
+        vocab_size = llm.model.get_input_embeddings().weight.shape[0]
+        rows = [history_word_counts(source, llm._ids(list(items), llm.max_input_tokens) if items else [],
+                                    special, vocab_size)
+                for source, items in zip(llm._ids(batch.inputs, llm.max_input_tokens), batch.history)]
+        return torch.stack(rows).to(llm.device)
+
+    def answer_words_loss(self, word_logits: torch.Tensor, word_counts: torch.Tensor, targets: list[str]) -> torch.Tensor:
+        """word_logits [B, K, V], word_counts [B, V] -> the mean over examples of -log p(w), averaged
+        over the answer's words w (LLM tokens) that the user's history holds and the input does
+        not, p being the word prompts' mixture (1/K) sum_k softmax(logits_k). Examples without
+        such a word add nothing.
 
         Why these words: they are what only reading the history can give the answer. The
         LLM's own loss reaches the word prompts' weights only through the frozen LLM; this
         direct signal, like the label loss for classification, teaches them from the first step.
         """
         llm = self.llm
-        special = set(llm.tokenizer.all_special_ids)
-        total, counted = word_logits.new_zeros(()), 0
-        for logits, source, target, items in zip(word_logits, llm._ids(batch.inputs, llm.max_input_tokens),
-                                                 llm._ids(batch.targets, llm.max_target_tokens), batch.history):
-            words = history_words(source, target, llm._ids(list(items), llm.max_input_tokens) if items else [],
-                                  special)
+        total = word_logits.new_zeros(())
+        for logits, held, target in zip(word_logits, word_counts, llm._ids(targets, llm.max_target_tokens)):
+            words = [token for token in sorted(set(target)) if held[token] > 0]
             if words:
-                mixture = torch.logsumexp(logits.log_softmax(-1), dim=0) - math.log(len(logits))  # [V]
-                total = total - mixture[torch.tensor(words, device=mixture.device)].mean()
-                counted += 1
-        return total / len(word_logits) if counted else total + 0 * word_logits.sum()
+                # only the words' columns: a token no prompt may be is -inf in every prompt, NaN in logsumexp's gradient
+                chosen = logits.log_softmax(-1)[:, torch.tensor(words, device=logits.device)]  # [K, n]
+                total = total - (torch.logsumexp(chosen, dim=0) - math.log(len(logits))).mean()
+        return total / len(word_logits)  # no such word: zero (the LLM's loss still reaches the word prompts)
 
     def label_prediction_loss(self, summary: torch.Tensor, counts: list[int], batch) -> torch.Tensor:
         """Cross-entropy of each task's label head on the mean of the queries an example uses,
@@ -1009,29 +1039,31 @@ class BehavioralTwin(PersonalizedLLM):
             keep[i, :count] = 1 / count
         return torch.einsum("bk,bkh->bh", keep, summary)
 
-    def soft_prompts(self, batch) -> torch.Tensor | list[torch.Tensor]:
-        """batch.history / batch.inputs -> [B, Q + W, D] with W word prompts (mean aggregator: [B, 1, D]);
-        when examples use different numbers of queries, a list of [Q_i (+ W_i), D] (the LLM takes either)."""
+    def soft_prompts(self, batch):
+        """batch.history / batch.inputs -> [B, Q, D] (mean aggregator: [B, 1, D]), or the lists
+        of `_prompts` (queries used per example, word prompts); the LLM takes each."""
         summary, counts = self.summarize(batch)
-        return self._prompts(summary, counts, self._word_logits(summary))
+        return self._prompts(summary, counts, self._word_logits(summary, self.word_counts(batch)))
 
-    def _word_logits(self, summary: torch.Tensor) -> torch.Tensor | None:
-        """summary [B, K, H] -> the word prompts' logits [B, W, V] from its first W rows, or None."""
+    def _word_logits(self, summary: torch.Tensor, word_counts: torch.Tensor | None) -> torch.Tensor | None:
+        """summary [B, K, H], word_counts [B, V] -> the word prompts' logits [B, W, V] from the
+        summary's first W rows, or None without word prompts."""
         if self.words is None:
             return None
-        return self.words.logits(summary[:, :self.words.count], self.llm.model.get_input_embeddings().weight)
+        return self.words.logits(summary[:, :self.words.count], self.llm.model.get_input_embeddings().weight,
+                                 word_counts)
 
-    def _prompts(self, summary: torch.Tensor, counts: list[int],
-                 word_logits: torch.Tensor | None = None) -> torch.Tensor | list[torch.Tensor]:
-        """-> [B, K, D] soft prompts, then the word prompts [B, W, D] when there are any."""
+    def _prompts(self, summary: torch.Tensor, counts: list[int], word_logits: torch.Tensor | None = None):
+        """-> [B, K, D] soft prompts, or a list of [K_i, D] when examples use different numbers of
+        queries; with word prompts a list of ([K_i, D], [W_i, D]) pairs, the LLM placing the word
+        prompts right before the answer (FrozenLLM._prompt_rows), where copying them is easiest."""
         prompts = self.projection(summary)  # [B, K, D]
-        words = None if word_logits is None else \
-            self.words.mix(word_logits, self.llm.model.get_input_embeddings().weight).to(prompts.dtype)  # [B, W, D]
-        if all(count == prompts.shape[1] for count in counts):
-            return prompts if words is None else torch.cat([prompts, words], dim=1)
         rows = [p[:count] for p, count in zip(prompts, counts)]
+        if word_logits is None:
+            return prompts if all(count == prompts.shape[1] for count in counts) else rows
+        words = self.words.mix(word_logits, self.llm.model.get_input_embeddings().weight).to(prompts.dtype)  # [B, W, D]
         # An example using fewer queries than there are word prompts keeps as many of them as queries.
-        return rows if words is None else [torch.cat([row, w[:count]]) for row, w, count in zip(rows, words, counts)]
+        return [(row, w[:count]) for row, w, count in zip(rows, words, counts)]
 
 
 # ----------------------------------------------------------------------------- history-blind baselines

@@ -1,13 +1,14 @@
 """The model on tiny BERT / Llama / Qwen / T5 built from configs: shapes, masks, freezing, fusion."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
 
 from dataset.history_store import HistoryStore
 from model import (CANDIDATE_SCALE, LLM_FAMILIES, BehavioralEncoder, FrozenLLM, InputEncoder, QFormer, WordPrompts,
-                   count_parameters, history_words, llm_family, pad_stack, relevance_rows)
+                   count_parameters, history_word_counts, llm_family, pad_stack, relevance_rows)
 from tiny_models import HISTORY, INPUTS, TARGETS, batch, build_twin, tiny_bert, tiny_llama, tiny_t5
 
 
@@ -292,24 +293,48 @@ def test_label_loss_reaches_the_qformer_and_input_encoder_but_not_the_projection
     assert reached == {"input_encoder", "qformer", "label_heads"}
 
 
-def test_history_words_are_the_answers_tokens_that_only_the_history_holds():
-    # target 2 is in the input, 6 in no item, 0 is special: 4 and 5 remain.
-    assert history_words(source=[1, 2, 3], target=[5, 2, 4, 6, 0, 4], items=[[4, 9], [5, 0]], special={0}) == [4, 5]
-    assert history_words(source=[1], target=[2], items=[], special=set()) == []
+def test_history_word_counts_are_how_many_items_hold_each_token_the_input_lacks():
+    # 4 is in two items (twice in one), 9 and 5 in one; 2 is in the input, 0 is special.
+    counts = history_word_counts(source=[1, 2, 3], items=[[4, 9], [5, 0], [4, 4, 2]], special={0}, vocab_size=10)
+    assert counts.tolist() == [0, 0, 0, 0, 2, 1, 0, 0, 0, 1]
+    assert history_word_counts(source=[1], items=[], special=set(), vocab_size=3).tolist() == [0, 0, 0]
 
 
-def test_word_prompts_follow_the_soft_prompts_and_a_peaked_one_is_that_tokens_embedding():
+def test_word_prompts_choose_among_the_history_words_and_favour_recurring_ones():
+    words = WordPrompts(in_dim=4, embedding_table=torch.eye(6), count=2)
+    x = torch.randn(2, 2, 4)
+    # Example 0: tokens 1 and 3 are held by 1 and 4 items; example 1 holds none: any token.
+    counts = torch.tensor([[0, 1, 0, 4, 0, 0], [0, 0, 0, 0, 0, 0.]])
+    logits = words.logits(x, torch.eye(6), counts)  # [2, 2, 6]
+    assert torch.isinf(logits[0][:, [0, 2, 4, 5]]).all() and torch.isfinite(logits[0][:, [1, 3]]).all()
+    assert torch.isfinite(logits[1]).all()
+    with torch.no_grad():
+        words.habit_weight.fill_(0.0)
+    flat = words.logits(x, torch.eye(6), counts)
+    # a = 1 adds log 4 to the token four items hold, log 1 = 0 to the other.
+    assert torch.allclose(logits[0][:, 3] - flat[0][:, 3], torch.full((2,), math.log(4)))
+    assert torch.allclose(logits[0][:, 1], flat[0][:, 1])
+
+
+def test_word_prompts_go_right_before_the_answer_and_a_peaked_one_is_that_tokens_embedding():
     twin = build_twin("llama", queries=4, word_prompts=2).eval()
     table = twin.llm.model.get_input_embeddings().weight  # [V, D]
     summary, counts = twin.summarize(batch())
-    prompts = twin.soft_prompts(batch())  # [3, 4 + 2, D]
-    assert prompts.shape == (3, 6, table.shape[1])
-    assert torch.allclose(prompts[:, :4], twin.projection(summary).to(prompts.dtype))
-    word_logits = twin.words.logits(summary[:, :2], table)  # [3, 2, V]
-    assert torch.allclose(prompts[:, 4:], WordPrompts.mix(word_logits, table).to(prompts.dtype))
+    prompts = twin.soft_prompts(batch())  # 3 x ([4, D], [2, D])
+    word_logits = twin.words.logits(summary[:, :2], table, twin.word_counts(batch()))  # [3, 2, V]
+    words = WordPrompts.mix(word_logits, table)
+    for (lead, before_answer), projected, w in zip(prompts, twin.projection(summary), words):
+        assert torch.allclose(lead, projected) and torch.allclose(before_answer, w.to(before_answer.dtype))
     # Examples using fewer queries (inference_queries) keep at most as many word prompts as queries.
     rows = twin._prompts(summary, [4, 1, 3], word_logits)
-    assert [len(row) for row in rows] == [6, 2, 5] and torch.equal(rows[1][1], prompts[1, 4])
+    assert [(len(a), len(b)) for a, b in rows] == [(4, 2), (1, 1), (3, 2)] and torch.equal(rows[1][1][0], prompts[1][1][0])
+    # The LLM reads the word prompts right before its suffix, whatever prompt_position says.
+    llm = twin.llm
+    for position in ("before_input", "after_input"):
+        llm.prompt_position = position
+        row = llm._prompt_rows(prompts[:1], INPUTS[:1])[0]  # [L, D]
+        suffix = len(llm.suffix_ids)
+        assert torch.equal(row[len(row) - suffix - 2:len(row) - suffix], prompts[0][1].to(row.dtype))
     peaked = torch.full((1, 1, table.shape[0]), -1e4)
     peaked[0, 0, 7] = 0.0
     assert torch.allclose(WordPrompts.mix(peaked, table)[0, 0], table[7])
@@ -325,7 +350,8 @@ def test_answer_words_loss_is_the_mixtures_negative_log_likelihood_of_the_histor
                      tasks=["LaMP-4"] * 3)
     ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     summary, counts = twin.summarize(examples)
-    word_logits = twin.words.logits(summary[:, :2], twin.llm.model.get_input_embeddings().weight)
+    word_counts = twin.word_counts(examples)
+    word_logits = twin.words.logits(summary[:, :2], twin.llm.model.get_input_embeddings().weight, word_counts)
     # Example 1 keeps only "climate"'s tokens ("robots" is in its input); example 3 has no history.
     expected = 0.0
     for i, (words, source) in enumerate([(ids("galaxy"), ids("a position paper")),
@@ -334,14 +360,16 @@ def test_answer_words_loss_is_the_mixtures_negative_log_likelihood_of_the_histor
         assert words
         mixture = word_logits[i].log_softmax(-1).exp().mean(0).log()  # [V]
         expected -= mixture[words].mean().item()
-    assert twin.answer_words_loss(word_logits, examples).item() == pytest.approx(expected / 3, rel=1e-4)
+    assert twin.answer_words_loss(word_logits, word_counts, examples.targets).item() == pytest.approx(expected / 3, rel=1e-4)
     lm_loss = twin.llm.loss(twin._prompts(summary, counts, word_logits), examples.inputs, examples.targets)
     assert twin(examples).item() == pytest.approx(lm_loss.item() + 0.5 * expected / 3, rel=1e-4)
     # It teaches the word prompts and what feeds them, not the projection's soft prompts.
-    twin.answer_words_loss(word_logits, examples).backward()
+    twin.answer_words_loss(word_logits, word_counts, examples.targets).backward()
     reached = {name.split(".")[0] for name, p in twin.trainable_parameters().items()
                if p.grad is not None and p.grad.any()}
     assert reached == {"input_encoder", "qformer", "words"}
+    # Tokens no word prompt may be are -inf logits; none of that may reach a gradient as NaN.
+    assert all(torch.isfinite(p.grad).all() for p in twin.trainable_parameters().values() if p.grad is not None)
 
 
 def test_llm_families_are_entries_that_frozen_llm_and_the_loader_read(monkeypatch):
