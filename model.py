@@ -604,12 +604,10 @@ class FrozenLLM(nn.Module):
     def _embed(self, ids: list[int]) -> torch.Tensor:
         return self.model.get_input_embeddings()(torch.tensor(ids, dtype=torch.long, device=self.device))
 
-    def _prompt_rows(self, prompts, inputs: list[str], prefix: bool = True) -> list[torch.Tensor]:
+    def _prompt_rows(self, prompts: torch.Tensor | None, inputs: list[str], prefix: bool = True) -> list[torch.Tensor]:
         """Per example [prefix; prompts; input; suffix] (or [prefix; input; prompts; suffix])
         embeddings, [L_i, D]; without the prefix when `prefix` is False. prompts: [B, Q, D],
-        a list of [Q_i, D] when examples use different numbers of soft prompts (adaptive queries),
-        or a list of ([Q_i, D], [W_i, D]) pairs whose second part goes right before the suffix,
-        after the input, whatever prompt_position says (word prompts: text to copy into the answer)."""
+        or a list of [Q_i, D] when examples use different numbers of soft prompts (adaptive queries)."""
         dtype = self.model.get_input_embeddings().weight.dtype
         start = [self._embed(self.prefix_ids)] if prefix else []
         suffix = self._embed(self.suffix_ids)
@@ -617,10 +615,8 @@ class FrozenLLM(nn.Module):
         for i, ids in enumerate(self._ids(inputs, self.max_input_tokens)):
             parts = [self._embed(ids)]
             if prompts is not None:
-                lead, before_answer = prompts[i] if isinstance(prompts[i], tuple) else (prompts[i], None)
-                parts.insert(0 if self.prompt_position == "before_input" else 1, lead.to(dtype))
-                if before_answer is not None:
-                    parts.append(before_answer.to(dtype))
+                where = 0 if self.prompt_position == "before_input" else 1
+                parts.insert(where, prompts[i].to(dtype))
             rows.append(torch.cat([*start, *parts, suffix]))
         return rows
 
@@ -1039,9 +1035,9 @@ class BehavioralTwin(PersonalizedLLM):
             keep[i, :count] = 1 / count
         return torch.einsum("bk,bkh->bh", keep, summary)
 
-    def soft_prompts(self, batch):
-        """batch.history / batch.inputs -> [B, Q, D] (mean aggregator: [B, 1, D]), or the lists
-        of `_prompts` (queries used per example, word prompts); the LLM takes each."""
+    def soft_prompts(self, batch) -> torch.Tensor | list[torch.Tensor]:
+        """batch.history / batch.inputs -> [B, Q + W, D] with W word prompts (mean aggregator: [B, 1, D]);
+        when examples use different numbers of queries, a list of [Q_i (+ W_i), D] (the LLM takes either)."""
         summary, counts = self.summarize(batch)
         return self._prompts(summary, counts, self._word_logits(summary, self.word_counts(batch)))
 
@@ -1053,17 +1049,17 @@ class BehavioralTwin(PersonalizedLLM):
         return self.words.logits(summary[:, :self.words.count], self.llm.model.get_input_embeddings().weight,
                                  word_counts)
 
-    def _prompts(self, summary: torch.Tensor, counts: list[int], word_logits: torch.Tensor | None = None):
-        """-> [B, K, D] soft prompts, or a list of [K_i, D] when examples use different numbers of
-        queries; with word prompts a list of ([K_i, D], [W_i, D]) pairs, the LLM placing the word
-        prompts right before the answer (FrozenLLM._prompt_rows), where copying them is easiest."""
+    def _prompts(self, summary: torch.Tensor, counts: list[int],
+                 word_logits: torch.Tensor | None = None) -> torch.Tensor | list[torch.Tensor]:
+        """-> [B, K, D] soft prompts, then the word prompts [B, W, D] when there are any."""
         prompts = self.projection(summary)  # [B, K, D]
+        words = None if word_logits is None else \
+            self.words.mix(word_logits, self.llm.model.get_input_embeddings().weight).to(prompts.dtype)  # [B, W, D]
+        if all(count == prompts.shape[1] for count in counts):
+            return prompts if words is None else torch.cat([prompts, words], dim=1)
         rows = [p[:count] for p, count in zip(prompts, counts)]
-        if word_logits is None:
-            return prompts if all(count == prompts.shape[1] for count in counts) else rows
-        words = self.words.mix(word_logits, self.llm.model.get_input_embeddings().weight).to(prompts.dtype)  # [B, W, D]
         # An example using fewer queries than there are word prompts keeps as many of them as queries.
-        return [(row, w[:count]) for row, w, count in zip(rows, words, counts)]
+        return rows if words is None else [torch.cat([row, w[:count]]) for row, w, count in zip(rows, words, counts)]
 
 
 # ----------------------------------------------------------------------------- history-blind baselines

@@ -316,25 +316,18 @@ def test_word_prompts_choose_among_the_history_words_and_favour_recurring_ones()
     assert torch.allclose(logits[0][:, 1], flat[0][:, 1])
 
 
-def test_word_prompts_go_right_before_the_answer_and_a_peaked_one_is_that_tokens_embedding():
+def test_word_prompts_follow_the_soft_prompts_and_a_peaked_one_is_that_tokens_embedding():
     twin = build_twin("llama", queries=4, word_prompts=2).eval()
     table = twin.llm.model.get_input_embeddings().weight  # [V, D]
     summary, counts = twin.summarize(batch())
-    prompts = twin.soft_prompts(batch())  # 3 x ([4, D], [2, D])
+    prompts = twin.soft_prompts(batch())  # [3, 4 + 2, D]
+    assert prompts.shape == (3, 6, table.shape[1])
+    assert torch.allclose(prompts[:, :4], twin.projection(summary).to(prompts.dtype))
     word_logits = twin.words.logits(summary[:, :2], table, twin.word_counts(batch()))  # [3, 2, V]
-    words = WordPrompts.mix(word_logits, table)
-    for (lead, before_answer), projected, w in zip(prompts, twin.projection(summary), words):
-        assert torch.allclose(lead, projected) and torch.allclose(before_answer, w.to(before_answer.dtype))
+    assert torch.allclose(prompts[:, 4:], WordPrompts.mix(word_logits, table).to(prompts.dtype))
     # Examples using fewer queries (inference_queries) keep at most as many word prompts as queries.
     rows = twin._prompts(summary, [4, 1, 3], word_logits)
-    assert [(len(a), len(b)) for a, b in rows] == [(4, 2), (1, 1), (3, 2)] and torch.equal(rows[1][1][0], prompts[1][1][0])
-    # The LLM reads the word prompts right before its suffix, whatever prompt_position says.
-    llm = twin.llm
-    for position in ("before_input", "after_input"):
-        llm.prompt_position = position
-        row = llm._prompt_rows(prompts[:1], INPUTS[:1])[0]  # [L, D]
-        suffix = len(llm.suffix_ids)
-        assert torch.equal(row[len(row) - suffix - 2:len(row) - suffix], prompts[0][1].to(row.dtype))
+    assert [len(row) for row in rows] == [6, 2, 5] and torch.equal(rows[1][1], prompts[1, 4])
     peaked = torch.full((1, 1, table.shape[0]), -1e4)
     peaked[0, 0, 7] = 0.0
     assert torch.allclose(WordPrompts.mix(peaked, table)[0, 0], table[7])
