@@ -8,8 +8,9 @@
 2. Reading memory (fresh process per measure, peak RSS from the kernel's high-water mark,
    reset first): for LaMP-3-shaped train splits of each of `--rss_sizes` questions, what
    converting the JSON to its Arrow table adds to the peak, what reading the table and
-   touching every example (its profile texts) adds, and, for reference, what parsing the
-   whole file with json.load as the reader did before adds.
+   touching every example (its profile texts) adds, as training reads them (each profile's
+   last `--max_history` items) and whole (as rag's retrieval reads them), and, for
+   reference, what parsing the whole file with json.load as the reader did before adds.
 3. History-store fill throughput (texts/s) of `--fill_texts` LaMP-3 items with the
    settings' encoder, fresh store each time, the variants taking turns `--rounds` times:
    one rank with 1 torch thread, one rank with all cores' threads, and two ranks with 1
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import RESULTS, write_report, write_results_section
+from trainers.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,8 +121,9 @@ def _status(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def child_memory(what: str, questions: str, cache: str) -> dict:
-    """In a fresh process: the peak RSS that `what` (convert | read | json) adds."""
+def child_memory(what: str, questions: str, cache: str, keep_last: str = "0") -> dict:
+    """In a fresh process: the peak RSS that `what` (convert | read | json) adds; read keeps
+    each profile's last `keep_last` items (0: whole profiles)."""
     import dataset.lamp as lamp
     from dataset.tasks import get_task
     fields = get_task("LaMP-3").profile_fields
@@ -134,7 +137,7 @@ def child_memory(what: str, questions: str, cache: str) -> dict:
         records = json.loads(path.read_text())
         per_example = [sum(len(item["text"]) for item in record["profile"]) for record in records]
     else:
-        split = lamp.read_lamp_split(path, required_profile_fields=fields, cache_dir=cache)
+        split = lamp.read_lamp_split(path, required_profile_fields=fields, cache_dir=cache).keeping_last(int(keep_last))
         if what == "read":
             per_example = [sum(len(item["text"]) for item in example.profile) for example in split]
     return {"added_bytes": _status("VmHWM") - start, "seconds": time.perf_counter() - began,
@@ -213,14 +216,16 @@ def free_port() -> int:
 
 # ------------------------------------------------------------------ the parts
 
-def memory(data: Path, sizes: list[int], cache: Path) -> list[dict]:
+def memory(data: Path, sizes: list[int], cache: Path, max_history: int) -> list[dict]:
+    """Per size: convert, read as training reads (each profile's last `max_history` items),
+    read whole profiles (as rag's retrieval does), and the former json.load."""
     rows = []
     for n in sizes:
         questions = write_split(data / f"rss-{n}", "LaMP-3", "train", n)
-        size = questions.stat().st_size
-        row = {"questions": n, "file_bytes": size}
-        for what in ("convert", "read", "json"):
-            row[what] = run_child("memory", what, str(questions), str(cache / f"rss-{n}"))[0]
+        row = {"questions": n, "file_bytes": questions.stat().st_size, "max_history": max_history}
+        for name, what, keep in (("convert", "convert", 0), ("read", "read", max_history),
+                                 ("read_whole", "read", 0), ("json", "json", 0)):
+            row[name] = run_child("memory", what, str(questions), str(cache / f"rss-{n}"), str(keep))[0]
         rows.append(row)
     return rows
 
@@ -284,19 +289,27 @@ def mib(n: float) -> str:
 
 def tables(report: dict) -> str:
     memory_rows = report["memory"]
-    lines = ["Reading memory, LaMP-3-shaped train split (peak RSS added, MiB; fresh process each):", "",
-             "| questions | file (MiB) | convert JSON -> Arrow (once) | read + touch every example | "
-             "read / file size | largest example's profile text (M chars) | former whole-file json.load |",
-             "|---|---|---|---|---|---|---|"]
+    keep = memory_rows[0]["max_history"]
+    lines = ["Reading memory, LaMP-3-shaped train split (peak RSS added, MiB; fresh process each). Training "
+             f"reads each profile's last max_history={keep} items, rag's retrieval whole profiles:", "",
+             "| questions | file (MiB) | convert JSON -> Arrow (once) | read + touch every example, as training "
+             "| read / file size | its largest example (M chars) | whole profiles | their largest (M chars) "
+             "| former whole-file json.load |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in memory_rows:
+        read, whole = r["read"], r["read_whole"]
         lines.append(f"| {r['questions']} | {mib(r['file_bytes'])} | {mib(r['convert']['added_bytes'])} | "
-                     f"{mib(r['read']['added_bytes'])} | {r['read']['added_bytes'] / r['file_bytes']:.2f} | "
-                     f"{r['read']['largest_example_chars'] / 1e6:.2f} | {mib(r['json']['added_bytes'])} |")
-    reads = [r["read"]["added_bytes"] for r in memory_rows]
-    lines += ["", f"read_flatness (largest / smallest read addition): {max(reads) / min(reads):.2f}"]
-    largest = [r["read"]["largest_example_chars"] for r in memory_rows]
-    lines += [f"largest_example_growth (largest / smallest of the largest example's profile text): "
-              f"{max(largest) / min(largest):.2f}"]
+                     f"{mib(read['added_bytes'])} | {read['added_bytes'] / r['file_bytes']:.2f} | "
+                     f"{read['largest_example_chars'] / 1e6:.2f} | {mib(whole['added_bytes'])} | "
+                     f"{whole['largest_example_chars'] / 1e6:.2f} | {mib(r['json']['added_bytes'])} |")
+
+    def spread(name: str, field: str) -> float:  # largest / smallest over the sizes
+        values = [r[name][field] for r in memory_rows]
+        return max(values) / min(values)
+    lines += ["", f"read_flatness (largest / smallest addition of the training read): {spread('read', 'added_bytes'):.2f}",
+              f"read_whole_flatness (the same, whole profiles): {spread('read_whole', 'added_bytes'):.2f}; "
+              f"largest_example_growth (largest / smallest of the largest whole profile's text): "
+              f"{spread('read_whole', 'largest_example_chars'):.2f}"]
     f = report.get("fill")
     lines += [] if not f else ["", f"History-store fill, {f['texts']} LaMP-3 items, medians of {f['rounds']} rounds taking turns:", "",
               "| fill | seconds | texts/s |", "|---|---|---|"]
@@ -321,6 +334,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--fraction", type=float, default=0.01, help="of each task's published question counts")
     parser.add_argument("--tasks", default=",".join(SHAPES), help="tasks whose shaped files to write")
     parser.add_argument("--rss_sizes", default="200,2000", help="LaMP-3 train questions of the memory measures")
+    parser.add_argument("--max_history", type=int, default=TrainConfig.max_history,
+                        help="profile items per example the training read keeps (train.py's max_history)")
     parser.add_argument("--fill_texts", type=int, default=600, help="0 = skip the fill measure")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--first_step_questions", type=int, default=16, help="0 = skip the first-step run")
@@ -339,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"wrote LaMP-shaped files at {args.fraction} of full size under {data / 'shaped'}: " +
           ", ".join(f"{k} {v['questions']} q ({mib(v['bytes'])} MiB)" for k, v in written.items()), flush=True)
     report = {"fraction": args.fraction, "written": written, "settings": settings,
-              "memory": memory(data, [int(n) for n in args.rss_sizes.split(",")], cache)}
+              "memory": memory(data, [int(n) for n in args.rss_sizes.split(",")], cache, args.max_history)}
     print(json.dumps(report["memory"]), flush=True)
     if args.fill_texts:
         report["fill"] = fill(data, args.fill_texts, args.rounds, settings)

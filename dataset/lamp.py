@@ -53,22 +53,30 @@ class LaMPExample:
 class LaMPSplit(Sequence[LaMPExample]):
     """The examples of one split in file order, each built when asked for from the questions
     file's Arrow table, with its gold when the outputs are known. A slice is a LaMPSplit too
-    (nothing is read to make it)."""
+    (nothing is read to make it). With `keep_last` > 0 an example's profile holds its last
+    `keep_last` items only, all that training reads (dataset.collate.select_history), and
+    only those are decoded."""
 
-    def __init__(self, questions: ArrowQuestions, outputs: list[str] | None, rows: range | None = None):
+    def __init__(self, questions: ArrowQuestions, outputs: list[str] | None, rows: range | None = None,
+                 keep_last: int = 0):
         self.questions = questions
         self.outputs = outputs  # the gold of each row of the table, or None (hidden golds)
         self.rows = range(len(questions)) if rows is None else rows
+        self.keep_last = keep_last
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return LaMPSplit(self.questions, self.outputs, self.rows[index])
+            return LaMPSplit(self.questions, self.outputs, self.rows[index], self.keep_last)
         row = self.rows[index]
-        example_id, text, profile = self.questions.row(row)
+        example_id, text, profile = self.questions.row(row, self.keep_last)
         return LaMPExample(example_id, text, profile, None if self.outputs is None else self.outputs[row])
+
+    def keeping_last(self, items: int) -> LaMPSplit:
+        """The same examples, each profile cut to its last `items` items (0: whole profiles)."""
+        return LaMPSplit(self.questions, self.outputs, self.rows, items)
 
     def golds(self) -> dict[str, str]:
         """id -> gold output of every example (empty when the golds are hidden), without

@@ -9,7 +9,8 @@ time, not the file); every process then memory-maps that table and reads an exam
 row only when it is asked for.
 
     <cache>/lamp_arrow/<path key>/<identity key>.arrow
-        columns: id (string), input (string), profile (binary: zlib of the profile's JSON)
+        columns: id (string), input (string),
+                 profile (list of binary: zlib of the JSON of each run of ITEMS_PER_CHUNK items, in order)
 
 The identity is the file's resolved path, size and modification time, the conversion's
 format and the profile fields the reader requires (`key_parts`): a changed file gets a new
@@ -22,6 +23,9 @@ The profile column is compressed (zlib), and pages a
 process has read are handed back to the page cache every `RELEASE_BYTES` (madvise
 DONTNEED on the read-only shared mapping, which leaves the data valid): a pass over every
 example keeps only a bounded window of the table in the process's resident memory.
+The profile is compressed in chunks so that a reader who keeps only a profile's last N
+items (training keeps the last `max_history`) decodes those chunks alone: what one
+example costs in memory is then bounded by N, however long the user's profile is.
 """
 
 from __future__ import annotations
@@ -36,14 +40,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
-from datasets import Dataset, Features, Value
+from datasets import Dataset, Features, List, Value
 from datasets.arrow_writer import ArrowWriter
 from datasets.table import InMemoryTable, MemoryMappedTable
 
 from dataset.atomic import atomic_write, writer_lock
 
-FORMAT_VERSION = 1  # part of every identity: a change of the columns below makes new tables
-FEATURES = Features({"id": Value("string"), "input": Value("string"), "profile": Value("binary")})
+FORMAT_VERSION = 2  # part of every identity: a change of the columns below makes new tables
+FEATURES = Features({"id": Value("string"), "input": Value("string"), "profile": List(Value("binary"))})
+ITEMS_PER_CHUNK = 32  # profile items per compressed chunk
 READ_BYTES = 1 << 20  # JSON read per step of the streaming parse
 RELEASE_BYTES = 1 << 19  # bytes of rows read between two hand-backs of the mapped pages
 ROWS_PER_BATCH = 64  # rows per Arrow record batch: what the conversion holds before writing
@@ -134,8 +139,9 @@ def _write_rows(rows: Iterable[tuple[str, str, list]], sink) -> int:
     stream = sink if isinstance(sink, pa.NativeFile) else pa.PythonFile(sink, mode="w")
     writer = ArrowWriter(features=FEATURES, stream=stream, writer_batch_size=ROWS_PER_BATCH)
     for example_id, text, profile in rows:
-        packed = zlib.compress(json.dumps(profile, ensure_ascii=False).encode("utf-8"), 1)
-        writer.write({"id": example_id, "input": text, "profile": packed})
+        chunks = [zlib.compress(json.dumps(profile[start:start + ITEMS_PER_CHUNK], ensure_ascii=False).encode("utf-8"), 1)
+                  for start in range(0, len(profile), ITEMS_PER_CHUNK)]
+        writer.write({"id": example_id, "input": text, "profile": chunks})
     count, _ = writer.finalize(close_stream=False)
     return count
 
@@ -152,14 +158,24 @@ class ArrowQuestions:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def row(self, index: int) -> tuple[str, str, list]:
-        record = self.dataset[index]
-        profile = record["profile"]
-        self._read += len(profile) + len(record["input"])
+    def row(self, index: int, keep_last: int = 0) -> tuple[str, str, list]:
+        """Row `index`: (id, input, profile), the profile's last `keep_last` items only when
+        keep_last > 0; only the chunks that hold those are read and decoded."""
+        table = self.dataset.data.table
+        chunks = table.column("profile")[index].values  # the row's compressed chunks: views into the map
+        decoded: list[list] = []  # chunks from the last one backwards
+        for j in reversed(range(len(chunks))):
+            packed = chunks[j].as_buffer()
+            self._read += packed.size
+            decoded.append(json.loads(zlib.decompress(packed)))
+            if keep_last and sum(map(len, decoded)) >= keep_last:
+                break
+        profile = [item for chunk in reversed(decoded) for item in chunk]
+        example_id, text = table.column("id")[index].as_py(), table.column("input")[index].as_py()
+        self._read += len(text)
         if self._read > RELEASE_BYTES:
             self._release()
-        return record["id"], record["input"], json.loads(zlib.decompress(profile))
-
+        return example_id, text, profile[-keep_last:] if keep_last else profile
 
     def _release(self) -> None:
         """Hand the mapped pages this process touched back to the page cache, which keeps them

@@ -30,14 +30,19 @@ def test_memory_measure_reads_every_example_of_the_converted_table(tmp_path):
     largest = max(sum(len(item["text"]) for item in record["profile"]) for record in records)
     assert read["largest_example_chars"] == whole["largest_example_chars"] == largest
     assert len(list((tmp_path / "cache").rglob("*.arrow"))) == 1
+    # As training reads: each profile's last 3 items.
+    last = lamp_scale.child_memory("read", str(path), str(tmp_path / "cache"), "3")
+    assert last["touched"] == sum(len(item["text"]) for record in records for item in record["profile"][-3:])
 
 
 def test_memory_table_sets_the_read_addition_beside_the_largest_example():
     def row(questions, read_mib, largest):
         measure = {"added_bytes": read_mib * 2**20, "largest_example_chars": largest}
-        return {"questions": questions, "file_bytes": 10 * questions * 2**20, "convert": measure, "read": measure,
-                "json": measure}
+        whole = {"added_bytes": 2 * read_mib * 2**20, "largest_example_chars": 2 * largest}
+        return {"questions": questions, "file_bytes": 10 * questions * 2**20, "max_history": 512, "convert": measure,
+                "read": measure, "read_whole": whole, "json": measure}
     text = lamp_scale.tables({"memory": [row(200, 2.0, 250_000), row(2000, 3.0, 400_000)]})
-    assert "| 2000 | 20000.0 | 3.0 | 3.0 | 0.00 | 0.40 | 3.0 |" in text
-    assert "read_flatness (largest / smallest read addition): 1.50" in text
-    assert "largest_example_growth (largest / smallest of the largest example's profile text): 1.60" in text
+    assert "| 2000 | 20000.0 | 3.0 | 3.0 | 0.00 | 0.40 | 6.0 | 0.80 | 3.0 |" in text
+    assert "read_flatness (largest / smallest addition of the training read): 1.50" in text
+    assert "read_whole_flatness (the same, whole profiles): 1.50; largest_example_growth (largest / smallest " \
+           "of the largest whole profile's text): 1.60" in text

@@ -53,6 +53,22 @@ def test_a_split_is_converted_once_and_read_lazily_from_its_table(tmp_path, monk
         again[20]
 
 
+def test_keeping_the_last_items_decodes_only_the_chunks_that_hold_them(tmp_path, monkeypatch):
+    chunk = lamp_arrow.ITEMS_PER_CHUNK
+    profile = [{"text": f"item {j}", "score": j} for j in range(2 * chunk + 5)]  # chunks of chunk, chunk, 5 items
+    path = write(tmp_path / "q.json", [{"id": "1", "input": "q", "profile": profile},
+                                       {"id": "2", "input": "r", "profile": profile[:1]}])
+    split = read_lamp_split(path, cache_dir=tmp_path / "cache")
+    decoded = []
+    real = lamp_arrow.zlib.decompress
+    monkeypatch.setattr(lamp_arrow.zlib, "decompress", lambda data: decoded.append(1) or real(data))
+    for keep, chunks_read in [(0, 3), (1, 1), (5, 1), (6, 2), (chunk + 5, 2), (chunk + 6, 3), (10 * chunk, 3)]:
+        decoded.clear()
+        example = split.keeping_last(keep)[0]
+        assert example.profile == (profile[-keep:] if keep else profile) and len(decoded) == chunks_read, keep
+    assert split.keeping_last(3)[1].profile == profile[:1] and split.keeping_last(3)[0:1].keep_last == 3
+
+
 def test_a_changed_file_gets_a_new_table_and_the_stale_one_goes(tmp_path):
     path = write(tmp_path / "q.json", records(4))
     cache = tmp_path / "cache"

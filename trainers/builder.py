@@ -176,6 +176,8 @@ def load_datasets(cfg, split: str, limit: int = 0) -> dict[str, tuple[LaMPDatase
     for name in cfg.tasks:
         task = get_task(name)
         examples = load_split(root, name, split, task.profile_fields, task.labels, cfg.resolved_cache_dir())
+        # Training reads each profile's last max_history items; rag's retrieval ranks whole profiles.
+        examples = examples.keeping_last(0 if cfg.model == "rag" else cfg.max_history)
         if limit:
             examples = examples[:limit]
         golds = examples.golds()
