@@ -1,6 +1,7 @@
 """Training throughput of Behavioral Twin with and without the history store.
 
-    python -m bench.train_throughput [--device cpu|cuda] [--steps 8] [--warmup 1] [--key=value ...]
+    python -m bench.train_throughput [--device cpu|cuda] [--steps 8] [--warmup 1] [--variants store,...]
+        [--key=value ...]
 
 One training step (forward, backward, gradient clipping, AdamW step) of the run that
 `python train.py` makes, with the same settings (by default the embedded default: MiniLM
@@ -195,6 +196,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per variant (fewer are noisy on a shared CPU)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first")
+    parser.add_argument("--variants", default="", help="comma-separated history sources to time (store is always "
+                        "timed, and llm_only); default: all. E.g. --variants=store --results='': the store against the "
+                        "limit alone, RESULTS.md's full table left as it is")
     parser.add_argument("--out", default="saved/bench/train_throughput.json")
     add_results_option(parser)
     args, settings = parser.parse_known_args(argv)
@@ -209,6 +213,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory() as folder:
         sources = history_sources(twin.behavioral_encoder, HistoryStore(folder), twin.llm.cache_prefix)
+        wanted = set(args.variants.split(",")) - {""}
+        unknown = wanted - set(LABELS)
+        if unknown:
+            parser.error(f"--variants: no variant {', '.join(sorted(unknown))}; choose from {', '.join(LABELS)}")
+        sources = {name: source for name, source in sources.items() if not wanted or name in wanted | {"store"}}
         clock = Clock(device)
         texts = train.encoder_texts(order[:n * len(batches)])  # what a run's fill holds for these batches
         start = clock()
@@ -216,17 +225,19 @@ def main(argv: list[str] | None = None) -> dict:
         fill = {"texts": len(texts), "seconds": clock() - start}
         summary = summarize(measure(twin, sources, batches, args.warmup, cfg), n)
 
+    def against_store(name: str) -> float | None:  # that variant's step / the store's; None when not timed
+        return summary[name]["median_step_s"] / summary["store"]["median_step_s"] if name in summary else None
+
     report = {
         "what": "Behavioral Twin training step (forward, backward, AdamW), history embeddings from each source",
         "encoder": cfg.encoder, "llm": cfg.llm, "task": cfg.tasks[0], "data_dir": cfg.data_dir,
         "device": str(device), "llm_dtype": cfg.llm_dtype, "mixed_precision": cfg.mixed_precision,
         "batch_size": n, "steps": args.steps, "warmup": args.warmup,
         "machine": machine_info(device),
-        "speedup_store_vs_uncached": summary["uncached"]["median_step_s"] / summary["store"]["median_step_s"],
-        "speedup_store_vs_seed_style": summary["seed_style"]["median_step_s"] / summary["store"]["median_step_s"],
-        "speedup_prefix_cache": (summary[RECOMPUTES_PREFIX]["median_step_s"] / summary["store"]["median_step_s"]
-                                 if RECOMPUTES_PREFIX in summary else None),
-        "limit_ratio": summary[LLM_ONLY]["median_step_s"] / summary["store"]["median_step_s"],
+        "speedup_store_vs_uncached": against_store("uncached"),
+        "speedup_store_vs_seed_style": against_store("seed_style"),
+        "speedup_prefix_cache": against_store(RECOMPUTES_PREFIX),
+        "limit_ratio": against_store(LLM_ONLY),
         "history_items_per_batch": statistics.mean(sum(map(len, b.history)) for b in batches),
         "distinct_history_items_per_batch": statistics.mean(len({t for h in b.history for t in h}) for b in batches),
         "store_fill": fill, "variants": summary, "argv": sys.argv[1:] if argv is None else argv,
@@ -236,10 +247,11 @@ def main(argv: list[str] | None = None) -> dict:
                f"mixed precision {cfg.mixed_precision}, on "
                f"{machine['gpu'] or machine['cpu']} ({machine['torch_threads']} threads, torch {machine['torch']}); "
                f"medians of {args.steps} steps after {args.warmup} warm-up, same batches, interleaved")
+    nan = float("nan")
     ratios = (f"limit_ratio {report['limit_ratio']:.2f}, "
-              f"speedup_store_vs_uncached {report['speedup_store_vs_uncached']:.2f}, "
-              f"speedup_store_vs_seed_style {report['speedup_store_vs_seed_style']:.2f}, "
-              f"speedup_prefix_cache {report['speedup_prefix_cache'] or float('nan'):.2f}; "
+              f"speedup_store_vs_uncached {report['speedup_store_vs_uncached'] or nan:.2f}, "
+              f"speedup_store_vs_seed_style {report['speedup_store_vs_seed_style'] or nan:.2f}, "
+              f"speedup_prefix_cache {report['speedup_prefix_cache'] or nan:.2f}; "
               f"{report['history_items_per_batch']:.0f} history items per batch; store fill (once per encoder): "
               f"{fill['texts']} texts in {fill['seconds']:.1f} s")
     print(f"\n{setting}\n\n{table(summary)}\n\n{beyond_the_limit(summary)}\n\n{ratios}")

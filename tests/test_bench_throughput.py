@@ -78,3 +78,16 @@ def test_bench_without_a_prefix_to_cache_times_three_variants(tmp_path, tiny_mod
     assert set(report["variants"]) == {"store", "uncached", "seed_style", "llm_only"}, "T5: no shared prefix to cache"
     assert report["speedup_prefix_cache"] is None
     assert "speedup_prefix_cache nan" in capsys.readouterr().out
+
+
+def test_bench_times_only_the_variants_asked_for_and_always_the_store_and_the_limit(tmp_path, tiny_model_dirs):
+    data = generate_embedded_lamp1(tmp_path / "data", seed=3, n_train=12, n_dev=2, n_test=2)
+    common = ["--device", "cpu", "--steps", "1", "--warmup", "0", "--out", str(tmp_path / "bench.json"),
+              "--batch_size=2", "--results", "", f"--encoder={tiny_model_dirs / 'bert'}",
+              f"--llm={tiny_model_dirs / 'llama'}", f"--data_dir={data}", f"--cache_dir={tmp_path / 'cache'}",
+              "--qformer_heads=4", "--max_item_tokens=32", "--max_history=4"]
+    report = train_throughput.main([*common, "--variants=uncached"])
+    assert set(report["variants"]) == {"store", "uncached", "llm_only"}
+    assert report["speedup_store_vs_seed_style"] is None and report["speedup_store_vs_uncached"] > 0
+    with pytest.raises(SystemExit):
+        train_throughput.main([*common, "--variants=stored"])
