@@ -2,7 +2,8 @@
 
     python -m bench.comparison --models=twin,pplug,rag,none,prompt_tuning,mean,profile_rule,input_rule --seeds=3
     python -m bench.comparison --tasks=LaMP-7 --models=twin,prompt_tuning,none,input_rule,profile_rule \
-        --seeds=3 --word_prompts=4 --max_eval_examples=300
+        --seeds=3 --word_prompts=4 --prompt_position=after_input --max_eval_examples=300 \
+        --run_name=comparison-LaMP-7-after-input
 
 Any train.py setting works (`--config FILE`, `--key=value`); it runs exactly what
 `python train.py --models=...` runs (trainers/compare.py), in saved/<run_name>/ (default
