@@ -852,9 +852,8 @@ def history_word_counts(source: list[int], items: list[list[int]], special: set[
     """-> [V]: how many history items hold each token, 0 for the input's tokens and special ones:
     the words a word prompt may be (`WordPrompts`), and those of the answer it learns
     (`BehavioralTwin.answer_words_loss`)."""
-    counts = torch.zeros(vocab_size)
-    for ids in items:
-        counts[sorted(set(ids))] += 1
+    held = [token for ids in items for token in set(ids)]  # each item's distinct tokens
+    counts = torch.bincount(torch.tensor(held, dtype=torch.long), minlength=vocab_size).float()
     counts[sorted(set(source) | special)] = 0
     return counts
 
@@ -993,10 +992,11 @@ class BehavioralTwin(PersonalizedLLM):
         llm = self.llm
         total = word_logits.new_zeros(())
         for logits, held, target in zip(word_logits, word_counts, llm._ids(targets, llm.max_target_tokens)):
-            words = [token for token in sorted(set(target)) if held[token] > 0]
-            if words:
+            tokens = torch.tensor(sorted(set(target)), dtype=torch.long, device=held.device)
+            words = tokens[held[tokens] > 0]  # [n]
+            if len(words):
                 # only the words' columns: a token no prompt may be is -inf in every prompt, NaN in logsumexp's gradient
-                chosen = logits.log_softmax(-1)[:, torch.tensor(words, device=logits.device)]  # [K, n]
+                chosen = logits.log_softmax(-1)[:, words]  # [K, n]
                 total = total - (torch.logsumexp(chosen, dim=0) - math.log(len(logits))).mean()
         return total / len(word_logits)  # no such word: zero (the LLM's loss still reaches the word prompts)
 

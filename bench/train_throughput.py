@@ -202,6 +202,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="saved/bench/train_throughput.json")
     add_results_option(parser)
     args, settings = parser.parse_known_args(argv)
+    wanted = set(args.variants.split(",")) - {""}
+    unknown = wanted - set(LABELS)
+    if unknown:  # before any model loads
+        parser.error(f"--variants: no variant {', '.join(sorted(unknown))}; choose from {', '.join(LABELS)}")
     cfg = default_config(settings)
     device = torch.device(args.device)
 
@@ -213,10 +217,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory() as folder:
         sources = history_sources(twin.behavioral_encoder, HistoryStore(folder), twin.llm.cache_prefix)
-        wanted = set(args.variants.split(",")) - {""}
-        unknown = wanted - set(LABELS)
-        if unknown:
-            parser.error(f"--variants: no variant {', '.join(sorted(unknown))}; choose from {', '.join(LABELS)}")
         sources = {name: source for name, source in sources.items() if not wanted or name in wanted | {"store"}}
         clock = Clock(device)
         texts = train.encoder_texts(order[:n * len(batches)])  # what a run's fill holds for these batches

@@ -164,11 +164,13 @@ class ArrowQuestions:
         table = self.dataset.data.table
         chunks = table.column("profile")[index].values  # the row's compressed chunks: views into the map
         decoded: list[list] = []  # chunks from the last one backwards
+        items = 0
         for j in reversed(range(len(chunks))):
             packed = chunks[j].as_buffer()
             self._read += packed.size
             decoded.append(json.loads(zlib.decompress(packed)))
-            if keep_last and sum(map(len, decoded)) >= keep_last:
+            items += len(decoded[-1])
+            if keep_last and items >= keep_last:
                 break
         profile = [item for chunk in reversed(decoded) for item in chunk]
         example_id, text = table.column("id")[index].as_py(), table.column("input")[index].as_py()
