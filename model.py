@@ -167,10 +167,15 @@ class InputEncoder(nn.Module):
     Returns token-level states so the Q-Former's cross-attention has real keys to choose
     from; `output="pooled"` gives a single vector (a softmax over one key is
     always 1, which reduces that cross-attention to a linear add; kept for the ablation).
+
+    While none of its weights train (tune_layers=0) its states are a pure function of the
+    text, so each distinct text's token states [T_i, H] are kept, up to `cache_mb` MiB per
+    process (on the encoder's device), and a text seen before is not encoded again: from
+    a run's second epoch on, and in every evaluation after the first, it costs nothing.
     """
 
     def __init__(self, backbone: nn.Module, tokenizer, tune_layers: int, max_length: int,
-                 pooling: Pooling = "mean", output: InputOutput = "tokens"):
+                 pooling: Pooling = "mean", output: InputOutput = "tokens", cache_mb: float = 0):
         super().__init__()
         check_choice("input_output", output, InputOutput)
         self.backbone = freeze(backbone)
@@ -178,6 +183,9 @@ class InputEncoder(nn.Module):
         self.max_length = max_length
         self.pooling = pooling
         self.output = output
+        self.cache_bytes = int(cache_mb * 2**20)
+        self.cached_states: dict[str, torch.Tensor] = {}  # text -> [T_i, H]
+        self.cached_bytes = 0
         layers = transformer_layers(backbone)
         for layer in list(layers)[len(layers) - tune_layers:] if tune_layers > 0 else []:
             for p in layer.parameters():
@@ -189,14 +197,33 @@ class InputEncoder(nn.Module):
 
     def forward(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """texts (B) -> states [B, T, H] and mask [B, T]; pooled: [B, 1, H] and [B, 1]."""
-        device = next(self.backbone.parameters()).device
-        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                                return_tensors="pt").to(device)
-        states = self.backbone(**tokens).last_hidden_state
-        mask = tokens["attention_mask"].bool()
+        frozen = not any(p.requires_grad for p in self.backbone.parameters())
+        if not frozen and self.cached_states:  # states from before its weights trained are not its states now
+            self.cached_states, self.cached_bytes = {}, 0
+        states, mask = self._cached(texts) if frozen and self.cache_bytes else self._encode(texts)
         if self.output == "pooled":
             return pool(states, mask, self.pooling).unsqueeze(1), mask.new_ones(len(texts), 1)
         return states, mask
+
+    def _encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        device = next(self.backbone.parameters()).device
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                return_tensors="pt").to(device)
+        return self.backbone(**tokens).last_hidden_state, tokens["attention_mask"].bool()
+
+    @torch.no_grad()
+    def _cached(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """As _encode, encoding only the texts not kept yet (and keeping them while there is room)."""
+        rows = {text: self.cached_states[text] for text in texts if text in self.cached_states}
+        missing = [text for text in dict.fromkeys(texts) if text not in rows]
+        if missing:
+            states, mask = self._encode(missing)
+            for text, row in zip(missing, (s[m] for s, m in zip(states, mask))):  # [T_i, H], its own copy
+                rows[text] = row
+                if self.cached_bytes + row.nbytes <= self.cache_bytes:
+                    self.cached_states[text] = row
+                    self.cached_bytes += row.nbytes
+        return pad_stack([rows[text] for text in texts])
 
 
 # ----------------------------------------------------------------------------- Q-Former

@@ -24,41 +24,21 @@ import dataclasses
 import time
 
 import torch
-from torch import nn
 
 from bench.common import add_results_option, add_threads_option, apply_threads, default_config, write_report, \
     write_results_section
 from bench.qformer_probe import TASK, label_logits, labels
 from trainers.config import TrainConfig
 from dataset.collate import collate
-from model import pad_stack
 from trainers.builder import load_datasets
 from trainers.methods import build_model
-
-
-class CachedInputs(nn.Module):
-    """A frozen input encoder whose outputs are computed once per text: [B, T, H] + mask [B, T]."""
-
-    def __init__(self, encoder: nn.Module, rows: dict[str, torch.Tensor]):
-        super().__init__()
-        self.encoder = encoder
-        self.rows = rows  # text -> [T_i, H]; shared by models whose frozen input encoders are equal
-
-    @torch.no_grad()
-    def forward(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.rows]
-        for start in range(0, len(missing), 64):
-            chunk = missing[start:start + 64]
-            states, mask = self.encoder(chunk)
-            self.rows.update((t, s[m]) for t, s, m in zip(chunk, states, mask))
-        return pad_stack([self.rows[t] for t in texts])
 
 
 def train_and_evaluate(cfg: TrainConfig, nested: bool, args, train, dev, input_rows: dict) -> dict:
     cfg = dataclasses.replace(cfg, seed=args.seed, num_queries=args.queries, nested_queries=nested, tune_layers=0,
                               label_loss=1.0)
     twin = build_model(cfg)
-    twin.input_encoder = CachedInputs(twin.input_encoder, input_rows)
+    twin.input_encoder.cached_states = input_rows  # both models' frozen input encoders are equal: encode once
     optimizer = torch.optim.AdamW([*twin.qformer.parameters(), *twin.label_heads.parameters()], lr=args.lr)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed)).tolist()
     started = time.time()

@@ -60,6 +60,34 @@ def test_input_encoder_tokens_and_pooled_and_trainable_layers():
     assert pooled.shape == (3, 1, 32) and pooled_mask.all()
 
 
+def test_frozen_input_encoder_encodes_each_text_once_within_its_cache_and_tuned_never_caches():
+    bert, tok = tiny_bert(layers=4)
+    uncached = InputEncoder(bert, tok, tune_layers=0, max_length=64)
+    cached = InputEncoder(bert, tok, tune_layers=0, max_length=64, cache_mb=1)
+    encoded: list[int] = []  # texts per backbone call
+    bert.register_forward_pre_hook(lambda module, args, kwargs: encoded.append(len(kwargs["input_ids"])),
+                                   with_kwargs=True)
+    first = cached(INPUTS[:2])
+    reordered = [INPUTS[2], INPUTS[0], INPUTS[2], INPUTS[1]]
+    states, mask = cached(reordered)
+    assert encoded == [2, 1], "only the one text not seen before is encoded, once"
+    expected, expected_mask = uncached(reordered)
+    assert torch.equal(mask, expected_mask)
+    torch.testing.assert_close(states[mask], expected[expected_mask], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(first[0][0][first[1][0]], expected[1][expected_mask[1]], atol=1e-5, rtol=1e-4)
+
+    room = cached.cached_states[INPUTS[2]].nbytes  # room for the shortest text's states: it keeps that one alone
+    small = InputEncoder(bert, tok, tune_layers=0, max_length=64, cache_mb=room / 2**20)
+    small(INPUTS[2:])
+    states, _ = small(INPUTS)
+    assert list(small.cached_states) == [INPUTS[2]] and small.cached_bytes == room
+    torch.testing.assert_close(states, cached(INPUTS)[0], atol=1e-5, rtol=1e-4)
+
+    tuned = InputEncoder(*tiny_bert(layers=4), tune_layers=2, max_length=64, cache_mb=1)
+    states, _ = tuned(INPUTS)
+    assert states.requires_grad and not tuned.cached_states, "an encoder whose weights train is never cached"
+
+
 def test_qformer_ignores_padded_history_and_survives_empty_history():
     torch.manual_seed(0)
     qf = QFormer(32, num_queries=4, num_layers=2, heads=4, dropout=0.0).eval()

@@ -57,7 +57,7 @@ def build_input_encoder(cfg, output: str, tune_layers: int | None = None) -> Inp
     backbone, tokenizer = model_registry.load_encoder(cfg.encoder, cfg.resolved_cache_dir())
     pooling = cfg.pooling or model_registry.default_pooling(cfg.encoder)
     layers = cfg.tune_layers if tune_layers is None else tune_layers
-    return InputEncoder(backbone, tokenizer, layers, cfg.max_query_tokens, pooling, output)
+    return InputEncoder(backbone, tokenizer, layers, cfg.max_query_tokens, pooling, output, cfg.input_cache_mb)
 
 
 def build_llm(cfg) -> FrozenLLM:

@@ -201,6 +201,9 @@ class TrainConfig:
     interests (see model.QFormer); 'random' is BLIP-2's init."""
     tune_layers: int = 4
     """Top layers of the input encoder that train (0 = frozen input encoder)."""
+    input_cache_mb: float = 1024
+    """With a frozen input encoder (tune_layers=0): MiB of token states it keeps per process (on its
+    device), so that a question seen before is not encoded again (model.InputEncoder); 0 = off."""
     input_output: InputOutput = "tokens"
     """Input encoder output the Q-Former attends to: 'tokens' (token states) or 'pooled' (one vector)."""
     max_item_tokens: int = 128
@@ -452,7 +455,8 @@ def find_problems(cfg: TrainConfig) -> list[str]:
     need(cfg.pplug_tune_layers >= -1, f"pplug_tune_layers: must be -1 (all) or >= 0, got {cfg.pplug_tune_layers}")
     for name in ("tune_layers", "pplug_augment", "pplug_max_item_tokens", "max_history", "max_train_examples",
                  "max_eval_examples", "save_every",
-                 "weight_decay", "max_grad_norm", "label_loss", "history_batch_tokens", "word_prompts", "word_loss"):
+                 "weight_decay", "max_grad_norm", "label_loss", "history_batch_tokens", "word_prompts", "word_loss",
+                 "input_cache_mb"):
         need(getattr(cfg, name) >= 0, f"{name}: must be >= 0, got {getattr(cfg, name)}")
     need(cfg.lr > 0, f"lr: must be > 0, got {cfg.lr}")
     need(0 <= cfg.warmup_ratio < 1, f"warmup_ratio: must be in [0, 1), got {cfg.warmup_ratio}")
