@@ -195,12 +195,17 @@ class InputEncoder(nn.Module):
                 for p in module.parameters():
                     p.requires_grad_(True)
 
+    @property
+    def keeps_states(self) -> bool:
+        """Whether it keeps the texts' states: it has room for them and none of its weights train."""
+        return bool(self.cache_bytes) and not any(p.requires_grad for p in self.backbone.parameters())
+
     def forward(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """texts (B) -> states [B, T, H] and mask [B, T]; pooled: [B, 1, H] and [B, 1]."""
-        frozen = not any(p.requires_grad for p in self.backbone.parameters())
-        if not frozen and self.cached_states:  # states from before its weights trained are not its states now
+        keeps = self.keeps_states
+        if not keeps and self.cached_states:  # states from before its weights trained are not its states now
             self.cached_states, self.cached_bytes = {}, 0
-        states, mask = self._cached(texts) if frozen and self.cache_bytes else self._encode(texts)
+        states, mask = self._cached(texts) if keeps else self._encode(texts)
         if self.output == "pooled":
             return pool(states, mask, self.pooling).unsqueeze(1), mask.new_ones(len(texts), 1)
         return states, mask
