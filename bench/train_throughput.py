@@ -1,7 +1,7 @@
 """Training throughput of Behavioral Twin with and without the history store.
 
     python -m bench.train_throughput [--device cpu|cuda] [--steps 8] [--warmup 1] [--variants store,...]
-        [--key=value ...]
+        [--section NAME] [--key=value ...]
 
 One training step (forward, backward, gradient clipping, AdamW step) of the run that
 `python train.py` makes, with the same settings (by default the embedded default: MiniLM
@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> dict:
                         "timed, and llm_only); default: all. E.g. --variants=store --results='': the store against the "
                         "limit alone, RESULTS.md's full table left as it is")
     parser.add_argument("--out", default="saved/bench/train_throughput.json")
+    parser.add_argument("--section", default="train_throughput",
+                        help="the RESULTS.md section to write, e.g. train_throughput-limit for a --variants=store run "
+                             "(which would otherwise replace the full table)")
     add_results_option(parser)
     args, settings = parser.parse_known_args(argv)
     wanted = set(args.variants.split(",")) - {""}
@@ -265,7 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"{fill['texts']} texts in {fill['seconds']:.1f} s")
     print(f"\n{setting}\n\n{table(summary)}\n\n{beyond_the_limit(summary)}\n\n{ratios}")
     write_report(report, args.out)
-    write_results_section("train_throughput", "Training step: history sources and the LLM-only limit",
+    title = "Training step: history sources and the LLM-only limit"
+    write_results_section(args.section, title if args.section == "train_throughput" else f"{title}, {args.section}",
                           f"{setting}.\n\n{table(summary)}\n\n{beyond_the_limit(summary)}\n\n{ratios}.",
                           device=device, path=args.results)
     return report
