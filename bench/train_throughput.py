@@ -26,9 +26,8 @@ and seed_style. `limit_ratio` = llm_only step / store step: the share of the sto
 that no method feeding the LLM Q soft prompts can avoid (1.0 = nothing else costs anything).
 `--key=value` settings and `--config FILE` are train.py's (e.g. --llm_dtype=float32 for a
 CPU without bf16, --batch_size=4, --mixed_precision=bf16, --encoder=<folder>).
-On a CPU the process keeps the memory a step frees for the next, as train.py's runs do
-(trainers/allocator.py). Prints a table, writes saved/bench/train_throughput.json and its
-section of RESULTS.md.
+Prints a table, writes saved/bench/train_throughput.json and its section of RESULTS.md
+(`--section`).
 """
 
 from __future__ import annotations
@@ -46,7 +45,6 @@ from bench.common import (Clock, add_results_option, autocast, default_config, e
 from dataset.collate import collate
 from dataset.history_store import HistoryStore
 from model import BehavioralEncoder, BehavioralTwin
-from trainers.allocator import keep_freed_memory
 from trainers.builder import load_datasets
 from trainers.methods import build_model
 from trainers.trainer import epoch_order, make_optimizer
@@ -215,7 +213,6 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--variants: no variant {', '.join(sorted(unknown))}; choose from {', '.join(LABELS)}")
     cfg = default_config(settings)
     device = torch.device(args.device)
-    kept = device.type == "cpu" and keep_freed_memory()  # as train.py does on a CPU
 
     twin = build_model(cfg).to(device)
     train, _ = load_datasets(cfg, cfg.train_split)[cfg.tasks[0]]
@@ -244,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
         "what": "Behavioral Twin training step (forward, backward, AdamW), history embeddings from each source",
         "encoder": cfg.encoder, "llm": cfg.llm, "task": cfg.tasks[0], "data_dir": cfg.data_dir,
         "device": str(device), "llm_dtype": cfg.llm_dtype, "mixed_precision": cfg.mixed_precision,
-        "batch_size": n, "steps": args.steps, "warmup": args.warmup, "freed_memory_kept": kept,
+        "batch_size": n, "steps": args.steps, "warmup": args.warmup,
         "machine": machine_info(device),
         "speedup_store_vs_uncached": against_store("uncached"),
         "speedup_store_vs_seed_style": against_store("seed_style"),
@@ -256,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     machine = report["machine"]
     setting = (f"{cfg.encoder} + {cfg.llm}, {cfg.tasks[0]} ({cfg.data_dir}), batch {n}, LLM in {cfg.llm_dtype}, "
-               f"mixed precision {cfg.mixed_precision}, freed memory kept {kept}, on "
+               f"mixed precision {cfg.mixed_precision}, on "
                f"{machine['gpu'] or machine['cpu']} ({machine['torch_threads']} threads, torch {machine['torch']}); "
                f"medians of {args.steps} steps after {args.warmup} warm-up, same batches, interleaved")
     nan = float("nan")

@@ -15,7 +15,7 @@ from dataset.collate import LaMPDataset
 from dataset.lamp import LaMPFormatError, write_predictions
 from model import count_parameters
 from trainers.model_registry import ModelNotFoundError
-from trainers import allocator, checkpoint as ckpt
+from trainers import checkpoint as ckpt
 from trainers import distributed
 from trainers.builder import load_datasets
 from trainers.methods import get_method
@@ -94,8 +94,6 @@ def rule_references(cfg, train_sets: dict, eval_sets: dict, evaluator, accelerat
 
 def run(cfg) -> dict:
     accelerator = distributed.make_accelerator(cfg.mixed_precision, cfg.grad_accum)
-    if accelerator.device.type == "cpu":  # every step's activations stay mapped for the next (trainers/allocator.py)
-        allocator.keep_freed_memory()
     set_seed(cfg.seed)
     main = accelerator.is_main_process
     run_dir = run_folder(cfg, accelerator)
