@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
             with torch.no_grad():
                 for batch in batches:
                     twin.input_encoder(batch.inputs)
-        fill = {"texts": len(texts), "seconds": clock() - start}
+        fill = {"texts": len(texts), "seconds": clock() - start,
+                "input_states_kept": len(twin.input_encoder.cached_states)}
         summary = summarize(measure(twin, sources, batches, args.warmup, cfg), n)
 
     def against_store(name: str) -> float | None:  # that variant's step / the store's; None when not timed

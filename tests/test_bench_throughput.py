@@ -91,3 +91,23 @@ def test_bench_times_only_the_variants_asked_for_and_always_the_store_and_the_li
     assert report["speedup_store_vs_seed_style"] is None and report["speedup_store_vs_uncached"] > 0
     with pytest.raises(SystemExit):
         train_throughput.main([*common, "--variants=stored"])
+
+
+def test_a_frozen_input_encoder_is_timed_with_its_states_kept_and_a_named_section_leaves_the_full_table(
+        tmp_path, tiny_model_dirs):
+    data = generate_embedded_lamp1(tmp_path / "data", seed=3, n_train=12, n_dev=2, n_test=2)
+    results = tmp_path / "RESULTS.md"
+    results.write_text("<!-- results:train_throughput -->\nthe full table\n<!-- /results:train_throughput -->\n")
+    common = ["--device", "cpu", "--steps", "2", "--warmup", "0", "--out", str(tmp_path / "bench.json"),
+              "--batch_size=2", f"--encoder={tiny_model_dirs / 'bert'}", "--variants=store",
+              f"--llm={tiny_model_dirs / 'llama'}", f"--data_dir={data}", f"--cache_dir={tmp_path / 'cache'}",
+              "--qformer_heads=4", "--max_item_tokens=32", "--max_history=4"]
+    tuned = train_throughput.main([*common, "--results", ""])
+    assert tuned["store_fill"]["input_states_kept"] == 0, "an input encoder that trains keeps nothing"
+    frozen = train_throughput.main([*common, "--tune_layers=0", "--results", str(results),
+                                    "--section=train_throughput-limit-tune0"])
+    # 2 steps of 2 examples: every input of the timed batches was kept before timing
+    assert 0 < frozen["store_fill"]["input_states_kept"] <= 4
+    text = results.read_text()
+    assert "the full table" in text and "## Training step: history sources and the LLM-only limit, " \
+        "train_throughput-limit-tune0" in text
