@@ -30,15 +30,17 @@ from bench.common import add_results_option, add_threads_option, apply_threads, 
 from bench.qformer_probe import TASK, label_logits, labels
 from trainers.config import TrainConfig
 from dataset.collate import collate
-from trainers.builder import load_datasets
+from model import InputEncoder
+from trainers.builder import build_input_encoder, load_datasets
 from trainers.methods import build_model
 
 
-def train_and_evaluate(cfg: TrainConfig, nested: bool, args, train, dev, input_rows: dict) -> dict:
+def train_and_evaluate(cfg: TrainConfig, nested: bool, args, train, dev, input_encoder: InputEncoder) -> dict:
+    """input_encoder: frozen, shared by both models, so that each question is encoded once (it keeps their states)."""
     cfg = dataclasses.replace(cfg, seed=args.seed, num_queries=args.queries, nested_queries=nested, tune_layers=0,
                               label_loss=1.0)
     twin = build_model(cfg)
-    twin.input_encoder.cached_states = input_rows  # both models' frozen input encoders are equal: encode once
+    twin.input_encoder = input_encoder
     optimizer = torch.optim.AdamW([*twin.qformer.parameters(), *twin.label_heads.parameters()], lr=args.lr)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed)).tolist()
     started = time.time()
@@ -94,8 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = dataclasses.replace(default_config(settings), tasks=[TASK])
     train, _ = load_datasets(cfg, "train")[TASK]
     dev, _ = load_datasets(cfg, "dev")[TASK]
-    input_rows: dict[str, torch.Tensor] = {}
-    results = {name: train_and_evaluate(cfg, name == "nested", args, train, dev, input_rows)
+    input_encoder = build_input_encoder(cfg, cfg.input_output, tune_layers=0)
+    results = {name: train_and_evaluate(cfg, name == "nested", args, train, dev, input_encoder)
                for name in ("plain", "nested")}
     text = table(results, args.queries)
     heading = f"{TASK} dev accuracy ({len(dev)} examples), probe setting, {args.steps} steps"

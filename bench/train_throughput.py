@@ -227,12 +227,12 @@ def main(argv: list[str] | None = None) -> dict:
         texts = train.encoder_texts(order[:n * len(batches)])  # what a run's fill holds for these batches
         start = clock()
         sources["store"].precompute(texts, progress=True)
+        fill = {"texts": len(texts), "seconds": clock() - start}
         if twin.input_encoder.keeps_states:  # a frozen input encoder's states, as from a run's second epoch on
             with torch.no_grad():
                 for batch in batches:
                     twin.input_encoder(batch.inputs)
-        fill = {"texts": len(texts), "seconds": clock() - start,
-                "input_states_kept": len(twin.input_encoder.cached_states)}
+        fill["input_states_kept"] = len(twin.input_encoder.cached_states)
         summary = summarize(measure(twin, sources, batches, args.warmup, cfg), n)
 
     def against_store(name: str) -> float | None:  # that variant's step / the store's; None when not timed

@@ -286,7 +286,7 @@ def test_cli_gives_what_the_rag_run_gives_the_llm_on_the_embedded_data(tmp_path,
     cfg = TrainConfig(model="rag", data_dir="embedded", llm=str(tiny_model_dirs / "llama"),
                       encoder=str(tiny_model_dirs / "bert"), cache_dir=str(tmp_path / "cache"))
     tok = PreTrainedTokenizerFast.from_pretrained(tiny_model_dirs / "llama")
-    dataset, _ = retrieval_augmented(cfg, load_datasets(cfg, "dev", 3), SimpleNamespace(tokenizer=tok))["LaMP-1"]
+    dataset, _ = retrieval_augmented(cfg, load_datasets(cfg, "dev", 3), tok)["LaMP-1"]
     assert written == {example.id: example.input for example in dataset.examples}
     assert all(text.count('", and "') >= 3 for text in written.values()), "four titles written in"
 
@@ -295,3 +295,20 @@ def test_cli_reports_a_missing_data_folder(tmp_path, capsys):
     from dataset.retrieval.__main__ import main
     assert main([f"--data_dir={tmp_path / 'nowhere'}", "--tasks=LaMP-2", "--out", str(tmp_path / "x.json")]) == 2
     assert "data_dir" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+
+
+def test_rag_ranks_the_whole_profile_where_the_history_readers_keep_its_last_items(tmp_path, tiny_model_dirs):
+    from trainers.builder import load_datasets, retrieval_augmented
+    tok = PreTrainedTokenizerFast.from_pretrained(tiny_model_dirs / "llama")
+
+    def read(max_history: int):  # -> the examples as loaded, and rag's rewritten inputs
+        cfg = TrainConfig(model="rag", data_dir="embedded", llm=str(tiny_model_dirs / "llama"),
+                          encoder=str(tiny_model_dirs / "bert"), cache_dir=str(tmp_path / "cache"), max_history=max_history)
+        sets = load_datasets(cfg, "dev", 3)
+        dataset, _ = retrieval_augmented(cfg, sets, tok)["LaMP-1"]
+        return sets["LaMP-1"][0].examples, [example.input for example in dataset.examples]
+
+    last, rag_from_last = read(max_history=1)
+    whole, rag_from_whole = read(max_history=0)
+    assert all(len(example.profile) == 1 for example in last) and all(len(example.profile) > 4 for example in whole)
+    assert rag_from_last == rag_from_whole, "max_history does not limit what rag ranks"

@@ -136,13 +136,15 @@ def rag_prompter(cfg, tokenizer) -> RagPrompter:
     return RagPrompter(tokenizer, cfg.rag_k, cfg.max_input_tokens, encoder)
 
 
-def retrieval_augmented(cfg, sets: dict, llm: FrozenLLM) -> dict:
-    """The `rag` baseline's data: each question rewritten with its user's top `rag_k` items."""
-    prompter = rag_prompter(cfg, llm.tokenizer)
+def retrieval_augmented(cfg, sets: dict, tokenizer) -> dict:
+    """The `rag` baseline's data (sets as load_datasets reads them): each question rewritten with
+    its user's top `rag_k` items of the whole profile, as LaMP ranks them (not only the last
+    `max_history` items that load_datasets keeps for the methods that read the history); tokenizer: the LLM's."""
+    prompter = rag_prompter(cfg, tokenizer)
     out = {}
     for name, (dataset, golds) in sets.items():
-        examples = [dataclasses.replace(example, input=prompter(dataset.task, example))
-                    for example in tqdm(dataset.examples, desc=f"retrieving for {name} ({cfg.retriever})", leave=False)]
+        whole = tqdm(dataset.examples.keeping_last(0), desc=f"retrieving for {name} ({cfg.retriever})", leave=False)
+        examples = [dataclasses.replace(example, input=prompter(dataset.task, example)) for example in whole]
         out[name] = (LaMPDataset(examples, dataset.task, cfg.max_history, numeric=cfg.numeric_signals), golds)
     return out
 
@@ -176,8 +178,7 @@ def load_datasets(cfg, split: str, limit: int = 0) -> dict[str, tuple[LaMPDatase
     for name in cfg.tasks:
         task = get_task(name)
         examples = load_split(root, name, split, task.profile_fields, task.labels, cfg.resolved_cache_dir())
-        # Training reads each profile's last max_history items; rag's retrieval ranks whole profiles.
-        examples = examples.keeping_last(0 if cfg.model == "rag" else cfg.max_history)
+        examples = examples.keeping_last(cfg.max_history)  # all a method reads (rag: retrieval_augmented)
         if limit:
             examples = examples[:limit]
         golds = examples.golds()

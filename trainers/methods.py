@@ -32,7 +32,7 @@ def keep_data(cfg, model, train_sets: Sets, eval_sets: Sets) -> tuple[Sets, Sets
 
 def retrieval_augmented_inputs(cfg, model, train_sets: Sets, eval_sets: Sets) -> tuple[Sets, Sets]:
     """rag: each question rewritten with its user's top `rag_k` profile items."""
-    return train_sets, builder.retrieval_augmented(cfg, eval_sets, model.llm)
+    return train_sets, builder.retrieval_augmented(cfg, eval_sets, model.llm.tokenizer)
 
 
 def pplug_augmented(cfg, model, train_sets: Sets, eval_sets: Sets) -> tuple[Sets, Sets]:

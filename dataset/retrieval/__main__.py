@@ -23,7 +23,7 @@ from bench.common import default_config
 from dataset.atomic import atomic_write_text
 from dataset.lamp import LaMPFormatError
 from trainers import model_registry
-from trainers.builder import load_datasets, rag_prompter
+from trainers.builder import load_datasets, retrieval_augmented
 from trainers.config import ConfigError
 
 
@@ -32,11 +32,9 @@ def rag_inputs(cfg, split: str) -> dict[str, dict[str, str]]:
     cfg = dataclasses.replace(cfg, model="rag", models=[])
     path = model_registry.resolve_model_path(cfg.llm, cfg.resolved_cache_dir())
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, local_files_only=True)
-    prompter = rag_prompter(cfg, tokenizer)
-    out = {}
-    for name, (dataset, _) in load_datasets(cfg, split, cfg.max_eval_examples).items():
-        out[dataset.task.name] = {example.id: prompter(dataset.task, example) for example in dataset.examples}
-    return out
+    rewritten = retrieval_augmented(cfg, load_datasets(cfg, split, cfg.max_eval_examples), tokenizer)
+    return {dataset.task.name: {example.id: example.input for example in dataset.examples}
+            for dataset, _ in rewritten.values()}
 
 
 def main(argv: list[str]) -> int:
