@@ -8,9 +8,10 @@
 2. Reading memory (fresh process per measure, peak RSS from the kernel's high-water mark,
    reset first): for LaMP-3-shaped train splits of each of `--rss_sizes` questions, what
    converting the JSON to its Arrow table adds to the peak, what reading the table and
-   touching every example (its profile texts) adds, as training reads them (each profile's
-   last `--max_history` items) and whole (as rag's retrieval reads them), and, for
-   reference, what parsing the whole file with json.load as the reader did before adds.
+   touching every example (its profile texts, one example alive at a time) adds, as
+   training reads them (each profile's last `--max_history` items) and whole (as rag's
+   retrieval reads them), and, for reference, what parsing the whole file with json.load
+   as the reader did before adds.
 3. History-store fill throughput (texts/s) of `--fill_texts` LaMP-3 items with the
    settings' encoder, fresh store each time, the variants taking turns `--rounds` times:
    one rank with 1 torch thread, one rank with all cores' threads, and two ranks with 1
@@ -132,16 +133,18 @@ def child_memory(what: str, questions: str, cache: str, keep_last: str = "0") ->
         lamp.read_lamp_split(path, required_profile_fields=fields, cache_dir=cache)  # converted before: maps only
     start = _peak_rss_reset()
     began = time.perf_counter()
-    per_example: list[int] = []  # profile characters of each example touched
     if what == "json":  # the former reader: the whole file parsed, every record kept
         records = json.loads(path.read_text())
-        per_example = [sum(len(item["text"]) for item in record["profile"]) for record in records]
+        count, profile = len(records), lambda index: records[index]["profile"]
     else:
         split = lamp.read_lamp_split(path, required_profile_fields=fields, cache_dir=cache).keeping_last(int(keep_last))
-        if what == "read":
-            per_example = [sum(len(item["text"]) for item in example.profile) for example in split]
+        count, profile = len(split) if what == "read" else 0, lambda index: split[index].profile
+    touched = largest = 0  # profile characters of every example and of the largest, counted as they go
+    for index in range(count):  # one example alive at a time (a loop variable would keep the last one too)
+        chars = sum(len(item["text"]) for item in profile(index))
+        touched, largest = touched + chars, max(largest, chars)
     return {"added_bytes": _status("VmHWM") - start, "seconds": time.perf_counter() - began,
-            "touched": sum(per_example), "largest_example_chars": max(per_example, default=0)}
+            "touched": touched, "largest_example_chars": largest}
 
 
 def child_fill(texts_file: str, store: str, rank: int, world: int, threads: int, settings: list[str],

@@ -8,7 +8,7 @@ sit under a data folder (the downloader's flattened layout or LaMP's own server 
 found automatically) is dataset/layout.py's business.
 
 Questions files are read through Arrow tables (dataset/lamp_arrow.py): converted once per
-file version into the cache folder, memory-mapped, each example built when asked for.
+file version into the cache folder, each example read and built when asked for.
 
 Every format problem raises LaMPFormatError naming the file, the record (id, or index
 when there is no usable id), the field and what to do, because these files are large
@@ -83,7 +83,8 @@ class LaMPSplit(Sequence[LaMPExample]):
         reading any profile."""
         if self.outputs is None:
             return {}
-        return {self.questions.ids[r]: self.outputs[r] for r in self.rows}
+        ids = self.questions.ids()
+        return {ids[r]: self.outputs[r] for r in self.rows}
 
 
 def load_split(data_dir: str | os.PathLike, task: str, split: str, required_profile_fields: Iterable[str] = (),
@@ -144,7 +145,7 @@ def read_lamp_split(questions_path: str | os.PathLike, outputs_path: str | os.Pa
                                None if cache_dir is None else Path(cache_dir), required)
     outputs = None
     if outputs_path is not None:
-        outputs = _match_golds(questions.ids, questions_path, Path(outputs_path), task, labels)
+        outputs = _match_golds(questions.ids(), questions_path, Path(outputs_path), task, labels)
     return LaMPSplit(questions, outputs)
 
 

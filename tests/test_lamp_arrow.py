@@ -3,6 +3,7 @@ one converter among processes, and bad files still named."""
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -67,6 +68,27 @@ def test_keeping_the_last_items_decodes_only_the_chunks_that_hold_them(tmp_path,
         example = split.keeping_last(keep)[0]
         assert example.profile == (profile[-keep:] if keep else profile) and len(decoded) == chunks_read, keep
     assert split.keeping_last(3)[1].profile == profile[:1] and split.keeping_last(3)[0:1].keep_last == 3
+
+
+def test_rows_of_every_record_batch_are_read_with_preads_and_no_mapping_is_kept(tmp_path):
+    rows = 2 * lamp_arrow.ROWS_PER_BATCH + 7  # three record batches, the last one short
+    values = records(rows)
+    values[3]["input"] = ""  # an empty string has no characters to read
+    values[rows - 1]["profile"] = [{"text": "x" * 5000, "score": 1}] * (lamp_arrow.ITEMS_PER_CHUNK + 1)
+    path = write(tmp_path / "q.json", values)
+    cached = read_lamp_split(path, cache_dir=tmp_path / "cache")
+    expected = [(r["id"], r["input"], r["profile"]) for r in values]
+    assert [(e.id, e.input, e.profile) for e in cached] == expected
+    assert [(e.id, e.input, e.profile) for e in read_lamp_split(path)] == expected  # the in-memory table too
+    assert cached.questions.ids() == [r["id"] for r in values]
+    picked = (rows - 1, 0, lamp_arrow.ROWS_PER_BATCH, 3)  # out of order, across batches
+    assert [(cached[i].id, cached[i].input) for i in picked] == [(values[i]["id"], values[i]["input"]) for i in picked]
+    table = next((tmp_path / "cache").rglob("*.arrow"))
+    # The table is read with preads: a mapping of it would make this process resident in its
+    # page-cache folios, not only in the bytes each row needs.
+    assert str(table) not in Path("/proc/self/maps").read_text()
+    with pytest.raises(IndexError):
+        cached.questions.row(rows)
 
 
 def test_a_changed_file_gets_a_new_table_and_the_stale_one_goes(tmp_path):
