@@ -233,6 +233,44 @@ class InputEncoder(nn.Module):
 
 # ----------------------------------------------------------------------------- Q-Former
 
+class CrossAttention(nn.MultiheadAttention):
+    """nn.MultiheadAttention (batch_first; same weights, same checkpoints) with a faster way for
+    few queries to read many keys: instead of projecting every key and value, each head's
+    query is carried into the keys' own space.
+
+        logits_h = (q W_q,h + b_q,h) W_k,h kv^T / sqrt(d)                  [B, heads, Q, K]
+        out      = concat_h(softmax(logits_h) kv W_v,h^T + b_v,h) W_o^T + b_o   [B, Q, H]
+
+    The same function: b_k adds one constant to all of a query's logits, which softmax drops.
+    It costs heads * Q * H multiply-adds per key instead of 2 * H * H, so it is taken when
+    heads * Q < H: the Q-Former's few queries reading up to max_history items and the input's
+    tokens. Any other call (attention weights asked for, a mask over queries, key is not
+    value) is nn.MultiheadAttention's own.
+    """
+
+    def __init__(self, hidden: int, heads: int, dropout: float):
+        super().__init__(hidden, heads, dropout=dropout, batch_first=True)
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None, **kwargs):
+        if key is not value or need_weights or attn_mask is not None or kwargs or \
+                self.num_heads * query.shape[1] >= self.embed_dim:
+            return super().forward(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
+                                   attn_mask=attn_mask, **kwargs)
+        batch, count, hidden = query.shape
+        heads, width = self.num_heads, self.head_dim
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)  # [H, H] each, (out, in)
+        b_q, _, b_v = self.in_proj_bias.chunk(3)
+        queries = F.linear(query, w_q, b_q).view(batch, count, heads, width)
+        probes = torch.einsum("bqhd,hdk->bhqk", queries, w_k.view(heads, width, hidden)) / math.sqrt(width)
+        logits = torch.einsum("bhqk,btk->bhqt", probes, key)  # [B, heads, Q, K]
+        if key_padding_mask is not None:  # True = not a key (nn.MultiheadAttention's convention)
+            logits = logits.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+        weights = F.dropout(logits.softmax(-1), self.dropout, self.training)
+        mixed = torch.einsum("bhqt,btk->bhqk", weights, key)  # each head's weighted mean of the raw keys
+        values = torch.einsum("bhqk,hdk->bqhd", mixed, w_v.view(heads, width, hidden)) + b_v.view(heads, width)
+        return self.out_proj(values.reshape(batch, count, hidden)), None
+
+
 class QFormerLayer(nn.Module):
     """Queries read the history, then the input, then each other.
 
@@ -244,11 +282,11 @@ class QFormerLayer(nn.Module):
     def __init__(self, hidden: int, heads: int, dropout: float, norm_first: bool = False, item_features: bool = False):
         super().__init__()
         self.norm_first = norm_first
-        self.history_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.history_attn = CrossAttention(hidden, heads, dropout)
         if item_features:  # the items' feature rows get their own cross-attention, right after the history's
-            self.item_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+            self.item_attn = CrossAttention(hidden, heads, dropout)
             self.item_norm = nn.LayerNorm(hidden)
-        self.input_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.input_attn = CrossAttention(hidden, heads, dropout)
         self.self_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
         self.ffn = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(4 * hidden, hidden))
@@ -280,7 +318,7 @@ class QFormerLayer(nn.Module):
         return norm(x + self.dropout(sublayer(x)))
 
     @staticmethod
-    def _cross(attn: nn.MultiheadAttention, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor):
+    def _cross(attn: CrossAttention, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor):
         """q [B, Q, H] attends to kv [B, K, H] where kv_mask [B, K] is True; rows with no key give 0."""
         empty = ~kv_mask.any(dim=1)  # [B]
         # A fully masked row would softmax over nothing (NaN, also in the backward pass):

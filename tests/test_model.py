@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dataset.history_store import HistoryStore
-from model import (CANDIDATE_SCALE, LLM_FAMILIES, BehavioralEncoder, FrozenLLM, InputEncoder, QFormer, WordPrompts,
+from model import (CANDIDATE_SCALE, LLM_FAMILIES, BehavioralEncoder, CrossAttention, FrozenLLM, InputEncoder, QFormer, WordPrompts,
                    count_parameters, history_word_counts, llm_family, pad_stack, relevance_rows)
 from tiny_models import HISTORY, INPUTS, TARGETS, batch, build_twin, tiny_bert, tiny_llama, tiny_t5
 
@@ -101,6 +101,31 @@ def test_qformer_ignores_padded_history_and_survives_empty_history():
     assert torch.allclose(qf(changed, history_mask, inputs, input_mask), out, atol=1e-6)
     changed[0, 0] = 100.0  # a real item: must matter
     assert not torch.allclose(qf(changed, history_mask, inputs, input_mask)[0], out[0])
+
+
+@pytest.mark.parametrize("queries", [2, 8])  # 4 heads x 2 queries < 32: carried into the keys' space; x 8: not
+def test_cross_attention_is_multihead_attention_with_its_weights_and_gradients(queries):
+    torch.manual_seed(0)
+    fast = CrossAttention(32, 4, dropout=0.0)
+    with torch.no_grad():
+        fast.in_proj_bias.normal_()  # b_k included: softmax must drop it
+    plain = torch.nn.MultiheadAttention(32, 4, batch_first=True)
+    plain.load_state_dict(fast.state_dict())  # the same parameters, under the same names
+    q, kv = torch.randn(3, queries, 32), torch.randn(3, 11, 32)
+    padding = torch.rand(3, 11) > 0.6
+    padding[:, 0] = False
+    outputs = []
+    for attn in (fast, plain):
+        out = attn(q, kv, kv, key_padding_mask=padding, need_weights=False)[0]
+        (out * torch.linspace(-1, 1, 32)).sum().backward()
+        outputs.append((out, {name: p.grad for name, p in attn.named_parameters()}))
+    (out, grads), (expected, expected_grads) = outputs
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+    kv[0, padding[0]] = 1e3  # a padded key changes nothing
+    torch.testing.assert_close(fast(q, kv, kv, key_padding_mask=padding, need_weights=False)[0][0], out[0].detach(),
+                               atol=1e-5, rtol=1e-4)
 
 
 def test_aligned_init_reads_history_as_is_and_searches_the_input_for_it():
