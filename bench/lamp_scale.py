@@ -286,8 +286,8 @@ def first_step(data: Path, cache: Path, settings: list[str], train_questions: in
 
 # ------------------------------------------------------------------ report
 
-def mib(n: float) -> str:
-    return f"{n / 2**20:.1f}"
+def mib(n: float, digits: int = 1) -> str:
+    return f"{n / 2**20:.{digits}f}"
 
 
 def tables(report: dict) -> str:
@@ -302,8 +302,8 @@ def tables(report: dict) -> str:
     for r in memory_rows:
         read, whole = r["read"], r["read_whole"]
         lines.append(f"| {r['questions']} | {mib(r['file_bytes'])} | {mib(r['convert']['added_bytes'])} | "
-                     f"{mib(read['added_bytes'])} | {read['added_bytes'] / r['file_bytes']:.2f} | "
-                     f"{read['largest_example_chars'] / 1e6:.2f} | {mib(whole['added_bytes'])} | "
+                     f"{mib(read['added_bytes'], 2)} | {read['added_bytes'] / r['file_bytes']:.3f} | "
+                     f"{read['largest_example_chars'] / 1e6:.2f} | {mib(whole['added_bytes'], 2)} | "
                      f"{whole['largest_example_chars'] / 1e6:.2f} | {mib(r['json']['added_bytes'])} |")
 
     def spread(name: str, field: str) -> float:  # largest / smallest over the sizes
