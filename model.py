@@ -239,7 +239,8 @@ class CrossAttention(nn.MultiheadAttention):
     query is carried into the keys' own space.
 
         logits_h = (q W_q,h + b_q,h) W_k,h kv^T / sqrt(d)                  [B, heads, Q, K]
-        out      = concat_h(softmax(logits_h) kv W_v,h^T + b_v,h) W_o^T + b_o   [B, Q, H]
+        a_h      = dropout(softmax(logits_h))
+        out      = concat_h(a_h kv W_v,h^T + sum(a_h) b_v,h) W_o^T + b_o          [B, Q, H]
 
     The same function: b_k adds one constant to all of a query's logits, which softmax drops.
     It costs heads * Q * H multiply-adds per key instead of 2 * H * H, so it is taken when
@@ -267,7 +268,8 @@ class CrossAttention(nn.MultiheadAttention):
             logits = logits.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
         weights = F.dropout(logits.softmax(-1), self.dropout, self.training)
         mixed = torch.einsum("bhqt,btk->bhqk", weights, key)  # each head's weighted mean of the raw keys
-        values = torch.einsum("bhqk,hdk->bqhd", mixed, w_v.view(heads, width, hidden)) + b_v.view(heads, width)
+        kept = weights.sum(-1).transpose(1, 2).unsqueeze(-1)  # [B, Q, heads, 1]: 1 but for dropout
+        values = torch.einsum("bhqk,hdk->bqhd", mixed, w_v.view(heads, width, hidden)) + kept * b_v.view(heads, width)
         return self.out_proj(values.reshape(batch, count, hidden)), None
 
 

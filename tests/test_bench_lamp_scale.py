@@ -42,7 +42,7 @@ def test_memory_table_sets_the_read_addition_beside_the_largest_example():
         return {"questions": questions, "file_bytes": 10 * questions * 2**20, "max_history": 512, "convert": measure,
                 "read": measure, "read_whole": whole, "json": measure}
     text = lamp_scale.tables({"memory": [row(200, 2.0, 250_000), row(2000, 3.0, 400_000)]})
-    assert "| 2000 | 20000.0 | 3.0 | 3.0 | 0.00 | 0.40 | 6.0 | 0.80 | 3.0 |" in text
+    assert "| 2000 | 20000.0 | 3.0 | 3.00 | 0.000 | 0.40 | 6.00 | 0.80 | 3.0 |" in text
     assert "read_flatness (largest / smallest addition of the training read): 1.50" in text
     assert "read_whole_flatness (the same, whole profiles): 1.50; largest_example_growth (largest / smallest " \
            "of the largest whole profile's text): 1.60" in text
