@@ -135,13 +135,13 @@ def child_memory(what: str, questions: str, cache: str, keep_last: str = "0") ->
     began = time.perf_counter()
     if what == "json":  # the former reader: the whole file parsed, every record kept
         records = json.loads(path.read_text())
-        count, profile = len(records), lambda index: records[index]["profile"]
+        count, profile_of = len(records), lambda index: records[index]["profile"]
     else:
         split = lamp.read_lamp_split(path, required_profile_fields=fields, cache_dir=cache).keeping_last(int(keep_last))
-        count, profile = len(split) if what == "read" else 0, lambda index: split[index].profile
+        count, profile_of = len(split) if what == "read" else 0, lambda index: split[index].profile
     touched = largest = 0  # profile characters of every example and of the largest, counted as they go
     for index in range(count):  # one example alive at a time (a loop variable would keep the last one too)
-        chars = sum(len(item["text"]) for item in profile(index))
+        chars = sum(len(item["text"]) for item in profile_of(index))
         touched, largest = touched + chars, max(largest, chars)
     return {"added_bytes": _status("VmHWM") - start, "seconds": time.perf_counter() - began,
             "touched": touched, "largest_example_chars": largest}
