@@ -55,28 +55,38 @@ class LaMPSplit(Sequence[LaMPExample]):
     file's Arrow table, with its gold when the outputs are known. A slice is a LaMPSplit too
     (nothing is read to make it). With `keep_last` > 0 an example's profile holds its last
     `keep_last` items only, all that training reads (dataset.collate.select_history), and
-    only those are decoded."""
+    only those are decoded. With `inputs` (one per example) those replace the questions'
+    own inputs, as the rag baseline rewrites them, and the profiles are still read lazily."""
 
     def __init__(self, questions: ArrowQuestions, outputs: list[str] | None, rows: range | None = None,
-                 keep_last: int = 0):
+                 keep_last: int = 0, inputs: Sequence[str] | None = None):
         self.questions = questions
         self.outputs = outputs  # the gold of each row of the table, or None (hidden golds)
         self.rows = range(len(questions)) if rows is None else rows
         self.keep_last = keep_last
+        if inputs is not None and len(inputs) != len(self.rows):
+            raise ValueError(f"inputs: {len(inputs)} for a split of {len(self.rows)} examples")
+        self.inputs = inputs  # [len(rows)] or None (the file's)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return LaMPSplit(self.questions, self.outputs, self.rows[index], self.keep_last)
+            return LaMPSplit(self.questions, self.outputs, self.rows[index], self.keep_last,
+                             None if self.inputs is None else self.inputs[index])
         row = self.rows[index]
         example_id, text, profile = self.questions.row(row, self.keep_last)
+        text = text if self.inputs is None else self.inputs[index]
         return LaMPExample(example_id, text, profile, None if self.outputs is None else self.outputs[row])
 
     def keeping_last(self, items: int) -> LaMPSplit:
         """The same examples, each profile cut to its last `items` items (0: whole profiles)."""
-        return LaMPSplit(self.questions, self.outputs, self.rows, items)
+        return LaMPSplit(self.questions, self.outputs, self.rows, items, self.inputs)
+
+    def with_inputs(self, inputs: Sequence[str]) -> LaMPSplit:
+        """The same examples with these inputs [len(self)] in place of the file's."""
+        return LaMPSplit(self.questions, self.outputs, self.rows, self.keep_last, list(inputs))
 
     def golds(self) -> dict[str, str]:
         """id -> gold output of every example (empty when the golds are hidden), without

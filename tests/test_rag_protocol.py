@@ -11,6 +11,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from dataset.lamp import LaMPSplit
 from dataset.retrieval import _heapsort_range, bm25_ranking, dense_ranking, lamp_argsort, rag_prompt
 from dataset.tasks import get_task
 from tiny_models import tiny_tokenizer
@@ -306,9 +307,14 @@ def test_rag_ranks_the_whole_profile_where_the_history_readers_keep_its_last_ite
                           encoder=str(tiny_model_dirs / "bert"), cache_dir=str(tmp_path / "cache"), max_history=max_history)
         sets = load_datasets(cfg, "dev", 3)
         dataset, _ = retrieval_augmented(cfg, sets, tok)["LaMP-1"]
-        return sets["LaMP-1"][0].examples, [example.input for example in dataset.examples]
+        return sets["LaMP-1"][0].examples, dataset.examples
 
     last, rag_from_last = read(max_history=1)
     whole, rag_from_whole = read(max_history=0)
     assert all(len(example.profile) == 1 for example in last) and all(len(example.profile) > 4 for example in whole)
-    assert rag_from_last == rag_from_whole, "max_history does not limit what rag ranks"
+    assert [e.input for e in rag_from_last] == [e.input for e in rag_from_whole], "max_history does not limit what rag ranks"
+    assert [e.input for e in rag_from_last] != [e.input for e in last]
+    # What the rag run keeps is its inputs, not the whole profiles it ranked: its examples are
+    # still read lazily, with the profile cut that every history reader sees.
+    assert isinstance(rag_from_last, LaMPSplit)
+    assert [(e.id, e.profile, e.output) for e in rag_from_last] == [(e.id, e.profile, e.output) for e in last]

@@ -4,7 +4,6 @@ Which builder makes which method is trainers/methods.py's registry."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from pathlib import Path
 
@@ -144,7 +143,9 @@ def retrieval_augmented(cfg, sets: dict, tokenizer) -> dict:
     out = {}
     for name, (dataset, golds) in sets.items():
         whole = tqdm(dataset.examples.keeping_last(0), desc=f"retrieving for {name} ({cfg.retriever})", leave=False)
-        examples = [dataclasses.replace(example, input=prompter(dataset.task, example)) for example in whole]
+        # Only the rewritten inputs are kept: the examples stay a lazy split whose profiles
+        # (their last max_history items, as every method reads them) are read when asked for.
+        examples = dataset.examples.with_inputs([prompter(dataset.task, example) for example in whole])
         out[name] = (LaMPDataset(examples, dataset.task, cfg.max_history, numeric=cfg.numeric_signals), golds)
     return out
 
