@@ -338,7 +338,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tasks", default=",".join(SHAPES), help="tasks whose shaped files to write")
     parser.add_argument("--rss_sizes", default="200,2000", help="LaMP-3 train questions of the memory measures")
     parser.add_argument("--max_history", type=int, default=TrainConfig.max_history,
-                        help="profile items per example the training read keeps (train.py's max_history)")
+                        help="profile items per example the training read keeps (train.py's max_history, "
+                             "passed to the first-step run too)")
     parser.add_argument("--fill_texts", type=int, default=600, help="0 = skip the fill measure")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--first_step_questions", type=int, default=16, help="0 = skip the first-step run")
@@ -363,7 +364,8 @@ def main(argv: list[str] | None = None) -> dict:
         report["fill"] = fill(data, args.fill_texts, args.rounds, settings)
     if args.first_step_questions:
         report["first_step_questions"] = args.first_step_questions
-        report["first_step"] = first_step(data, cache / "first-step", settings, args.first_step_questions)
+        report["first_step"] = first_step(data, cache / "first-step", [*settings, f"--max_history={args.max_history}"],
+                                          args.first_step_questions)  # --max_history is train.py's too
     text = tables(report)
     print("\n" + text)
     write_report(report, args.out)

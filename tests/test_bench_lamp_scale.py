@@ -1,4 +1,5 @@
-"""bench.lamp_scale: its LaMP-shaped files are valid LaMP files, and its memory measure reads them."""
+"""bench.lamp_scale: its LaMP-shaped files are valid LaMP files, its memory measure reads them, and its
+settings reach the first-step run."""
 
 import json
 
@@ -46,3 +47,13 @@ def test_memory_table_sets_the_read_addition_beside_the_largest_example():
     assert "read_flatness (largest / smallest addition of the training read): 1.50" in text
     assert "read_whole_flatness (the same, whole profiles): 1.50; largest_example_growth (largest / smallest " \
            "of the largest whole profile's text): 1.60" in text
+
+
+def test_max_history_reaches_the_first_step_run_with_the_other_settings(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(lamp_scale, "memory", lambda *args: [])
+    monkeypatch.setattr(lamp_scale, "first_step", lambda data, cache, settings, questions: seen.append(settings) or [])
+    monkeypatch.setattr(lamp_scale, "tables", lambda report: "")
+    lamp_scale.main(["--tasks=LaMP-3", "--fraction=0.0001", "--fill_texts=0", "--max_history=7", "--lr=1e-4",
+                     f"--data_root={tmp_path}", f"--out={tmp_path / 'report.json'}", "--results="])
+    assert seen == [["--lr=1e-4", "--max_history=7"]]
