@@ -70,7 +70,6 @@ def test_keeping_the_last_items_decodes_only_the_chunks_that_hold_them(tmp_path,
     assert split.keeping_last(3)[1].profile == profile[:1] and split.keeping_last(3)[0:1].keep_last == 3
 
 
-
 def test_inputs_given_to_a_split_replace_the_files_through_slices_and_profile_cuts(tmp_path):
     profile = [{"text": f"t{i}"} for i in range(4)]
     path = write(tmp_path / "q.json", [{"id": str(i), "input": f"q{i}", "profile": profile} for i in range(3)])
@@ -83,6 +82,7 @@ def test_inputs_given_to_a_split_replace_the_files_through_slices_and_profile_cu
     assert (cut.input, cut.profile) == ("new 1", profile[-1:])
     with pytest.raises(ValueError, match="inputs: 3 for a split of 2"):
         split.with_inputs(["a", "b", "c"])
+
 
 def test_rows_of_every_record_batch_are_read_with_preads_and_no_mapping_is_kept(tmp_path):
     rows = 2 * lamp_arrow.ROWS_PER_BATCH + 7  # three record batches, the last one short
