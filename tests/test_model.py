@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from dataset.history_store import HistoryStore
-from model import (CANDIDATE_SCALE, LLM_FAMILIES, BehavioralEncoder, CrossAttention, FrozenLLM, InputEncoder, QFormer, WordPrompts,
-                   count_parameters, history_word_counts, llm_family, pad_stack, relevance_rows)
+from model import (CANDIDATE_SCALE, LLM_FAMILIES, BehavioralEncoder, CrossAttention, FrozenLLM, InputEncoder, QFormer,
+                   WordPrompts, count_parameters, history_word_counts, llm_family, pad_stack, relevance_rows)
 from tiny_models import HISTORY, INPUTS, TARGETS, batch, build_twin, tiny_bert, tiny_llama, tiny_t5
 
 
@@ -105,7 +105,11 @@ def test_qformer_ignores_padded_history_and_survives_empty_history():
 
 @pytest.mark.parametrize("queries", [2, 8])  # 4 heads x 2 queries < 32: carried into the keys' space; x 8: not
 @pytest.mark.parametrize("training", [False, True])
-def test_cross_attention_is_multihead_attention_with_its_weights_and_gradients(queries, training):
+def test_cross_attention_is_multihead_attention_with_its_weights_and_gradients(queries, training, monkeypatch):
+    fell_back = []  # the modules that ran nn.MultiheadAttention's own forward
+    multihead_forward = torch.nn.MultiheadAttention.forward
+    monkeypatch.setattr(torch.nn.MultiheadAttention, "forward",
+                        lambda self, *args, **kwargs: fell_back.append(self) or multihead_forward(self, *args, **kwargs))
     torch.manual_seed(0)
     fast = CrossAttention(32, 4, dropout=0.3).train(training)
     with torch.no_grad():
@@ -122,6 +126,7 @@ def test_cross_attention_is_multihead_attention_with_its_weights_and_gradients(q
         (out * torch.linspace(-1, 1, 32)).sum().backward()
         outputs.append((out, {name: p.grad for name, p in attn.named_parameters()}))
     (out, grads), (expected, expected_grads) = outputs
+    assert (fast in fell_back) == (queries * 4 >= 32), "the fast way is taken exactly when heads * Q < H"
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
     for name, grad in grads.items():
         torch.testing.assert_close(grad, expected_grads[name], atol=1e-5, rtol=1e-4, msg=name)
