@@ -66,7 +66,8 @@ def machine_info(device: torch.device) -> dict:
     if Path("/proc/cpuinfo").exists():
         cpuinfo = Path("/proc/cpuinfo").read_text()
         names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
-        cpu, unit = names[0] if names else cpu, bf16_matrix_unit(cpuinfo)
+        cpu = names[0] if names else cpu
+        unit = bf16_matrix_unit(cpuinfo)
     return {"cpu": cpu, "cpu_bf16_unit": unit, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "torch": torch.__version__, "python": platform.python_version()}

@@ -24,7 +24,7 @@ def test_without_a_path_tests_write_their_own_results_file_never_the_repositorys
 
 
 def test_a_section_names_the_cpus_bf16_matrix_unit_which_the_cpu_name_does_not_tell(tmp_path):
-    # Two virtual machines' /proc/cpuinfo, alike but for their flags.
+    # Virtual machines' /proc/cpuinfo texts, alike but for their flags.
     cpuinfo = "processor\t: {0}\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse2 avx512f{1}\n\n"
     assert bf16_matrix_unit("".join(cpuinfo.format(i, " avx512_bf16 amx_tile amx_bf16") for i in range(2))) == "amx_bf16"
     assert bf16_matrix_unit(cpuinfo.format(0, " avx512_bf16")) == "avx512_bf16"
