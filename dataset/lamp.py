@@ -73,8 +73,7 @@ class LaMPSplit(Sequence[LaMPExample]):
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return LaMPSplit(self.questions, self.outputs, self.rows[index], self.keep_last,
-                             None if self.inputs is None else self.inputs[index])
+            return self._derived(rows=self.rows[index], inputs=None if self.inputs is None else self.inputs[index])
         row = self.rows[index]
         example_id, text, profile = self.questions.row(row, self.keep_last)
         text = text if self.inputs is None else self.inputs[index]
@@ -82,11 +81,16 @@ class LaMPSplit(Sequence[LaMPExample]):
 
     def keeping_last(self, items: int) -> LaMPSplit:
         """The same examples, each profile cut to its last `items` items (0: whole profiles)."""
-        return LaMPSplit(self.questions, self.outputs, self.rows, items, self.inputs)
+        return self._derived(keep_last=items)
 
     def with_inputs(self, inputs: Sequence[str]) -> LaMPSplit:
         """The same examples with these inputs [len(self)] in place of the file's."""
-        return LaMPSplit(self.questions, self.outputs, self.rows, self.keep_last, list(inputs))
+        return self._derived(inputs=list(inputs))
+
+    def _derived(self, **changes) -> LaMPSplit:
+        """This split with some of rows, keep_last and inputs changed, the others carried over."""
+        kept = {"rows": self.rows, "keep_last": self.keep_last, "inputs": self.inputs}
+        return LaMPSplit(self.questions, self.outputs, **{**kept, **changes})
 
     def golds(self) -> dict[str, str]:
         """id -> gold output of every example (empty when the golds are hidden), without
