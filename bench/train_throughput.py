@@ -22,7 +22,8 @@ change in the machine's load hits all alike (and each goes first in turn):
                the model's (no encoder, Q-Former, projection, label head nor optimizer step)
 Medians over `--steps` timed steps after `--warmup` untimed ones. Also timed: the part of
 each step spent in the history encoder, which is all that differs between store, uncached
-and seed_style. `limit_ratio` = llm_only step / store step: the share of the store's step
+and seed_style, and in the forward and backward passes of the trained modules and the
+optimizer, which are what the store's step adds to the limit. `limit_ratio` = llm_only step / store step: the share of the store's step
 that no method feeding the LLM Q soft prompts can avoid (1.0 = nothing else costs anything).
 `--key=value` settings and `--config FILE` are train.py's (e.g. --llm_dtype=float32 for a
 CPU without bf16, --batch_size=4, --mixed_precision=bf16, --encoder=<folder>).
@@ -36,6 +37,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+from typing import Callable
 
 import torch
 
@@ -82,6 +84,32 @@ def time_in_module(module: torch.nn.Module, clock: Clock) -> list[float]:
     return spent
 
 
+def time_in_backward(module: torch.nn.Module, clock: Clock) -> Callable[[], float]:
+    """A call that gives the seconds the last backward pass spent in `module` (0 for a module
+    that trains nothing), to make after `backward()`. A pass is timed from the gradient of the
+    module's output arriving to the last gradient of its trained weights: autograd runs the
+    modules' backward in the reverse order of their forward, one after the other, so that
+    span is the module's own."""
+    marks: dict[str, float] = {}
+    params = [p for p in module.parameters() if p.requires_grad]
+
+    def on_output(m, args, out) -> None:
+        states = out if torch.is_tensor(out) else out[0]
+        if params and states.requires_grad:
+            states.register_hook(lambda grad: marks.__setitem__("start", clock()))
+
+    module.register_forward_hook(on_output)
+    for p in params:
+        p.register_post_accumulate_grad_hook(lambda p: marks.__setitem__("end", clock()))
+
+    def last_pass() -> float:
+        seconds = marks["end"] - marks["start"] if {"start", "end"} <= marks.keys() else 0.0
+        marks.clear()
+        return seconds
+
+    return last_pass
+
+
 def leaf_prompts(twin: BehavioralTwin, batches: list) -> list[torch.Tensor]:
     """Per batch, [B, Q, D] float32 leaves at the LLM's embedding scale: what llm_only feeds the
     LLM in place of the projection's output (same shape and dtype)."""
@@ -101,9 +129,10 @@ def measure(twin: BehavioralTwin, sources: dict[str, BehavioralEncoder], batches
     results = {name: {"step_s": [], "history_s": time_in_module(source, clock)} for name, source in sources.items()}
     results[LLM_ONLY] = {"step_s": [], "history_s": []}
     prompts = leaf_prompts(twin, batches)
-    # What the twin adds to the LLM's own work, timed inside its steps: the forward passes of
-    # its trainable modules and the optimizer (gradient clipping, AdamW step).
-    parts = {name: time_in_module(getattr(twin, name), clock) for name in TRAINED_PARTS}
+    # What the twin adds to the LLM's own work, timed inside its steps: the forward and backward
+    # passes of its trainable modules and the optimizer (gradient clipping, AdamW step).
+    forward = {name: time_in_module(getattr(twin, name), clock) for name in TRAINED_PARTS}
+    backward = {name: time_in_backward(getattr(twin, name), clock) for name in TRAINED_PARTS}
 
     def switch_to(name: str) -> None:
         twin.behavioral_encoder = sources[name]
@@ -117,7 +146,7 @@ def measure(twin: BehavioralTwin, sources: dict[str, BehavioralEncoder], batches
         results[name]["history_s"].clear()
     with torch.no_grad(), autocast(cfg, twin.llm.device):
         results[LLM_ONLY]["first_loss"] = twin.llm.loss(prompts[0], batches[0].inputs, batches[0].targets).item()
-    for spent in parts.values():
+    for spent in forward.values():
         spent.clear()
 
     twin.train()
@@ -138,12 +167,14 @@ def measure(twin: BehavioralTwin, sources: dict[str, BehavioralEncoder], batches
                 with autocast(cfg, twin.llm.device):
                     loss = twin(batch)
                 loss.backward()
+                for part, last_pass in backward.items():
+                    results[name].setdefault(f"{part}_backward_s", []).append(last_pass())
                 optimizer_start = clock()
                 torch.nn.utils.clip_grad_norm_(twin.trainable_parameters().values(), cfg.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 results[name].setdefault("optimizer_s", []).append(clock() - optimizer_start)
-                for part, spent in parts.items():
+                for part, spent in forward.items():
                     results[name].setdefault(f"{part}_forward_s", []).append(spent.pop() if spent else 0.0)
             elapsed = clock() - start
             if step < warmup:
@@ -171,14 +202,15 @@ def summarize(results: dict, batch_size: int) -> dict:
 
 def beyond_the_limit(summary: dict) -> str:
     """Where the store step's time goes beyond the LLM-only step (medians, so the parts need
-    not add up exactly); the rest is the backward pass through the trained modules, the label
-    heads and the reading of the history rows."""
+    not add up exactly); the rest is the reading of the history rows, the label heads and
+    what joins the parts."""
     store, limit = summary["store"], summary[LLM_ONLY]["median_step_s"]
     extra = store["median_step_s"] - limit
     named = {"optimizer (clipping, AdamW step)": store["median_optimizer_s"],
-             **{f"{part} forward": store[f"median_{part}_forward_s"] for part in TRAINED_PARTS}}
+             **{f"{part} {way}": store[f"median_{part}_{way}_s"] for part in TRAINED_PARTS
+                for way in ("forward", "backward")}}
     rows = [f"| {label} | {seconds:.3f} |" for label, seconds in named.items()]
-    rows.append(f"| rest (backward through them, label heads, history rows) | {extra - sum(named.values()):.3f} |")
+    rows.append(f"| rest (history rows, label heads, what joins the parts) | {extra - sum(named.values()):.3f} |")
     return "\n".join([f"| store step beyond llm_only ({extra:.3f} s) | s |", "|---|---|", *rows])
 
 

@@ -37,7 +37,8 @@ def test_bench_times_each_history_source_on_the_same_batches_and_reports_them(
     assert variants["llm_only"]["first_batch_loss"] > 0
     # The twin's own parts, timed inside its steps (never for llm_only, which has none of them).
     for name in ("store", "uncached"):
-        for part in ("optimizer", "input_encoder_forward", "qformer_forward", "projection_forward"):
+        for part in ("optimizer", "input_encoder_forward", "qformer_forward", "projection_forward",
+                     "input_encoder_backward", "qformer_backward", "projection_backward"):
             assert 0 < variants[name][f"median_{part}_s"] < variants[name]["median_step_s"], (name, part)
     assert "median_optimizer_s" not in variants["llm_only"]
     # The store and encoding on the fly give the model the same embeddings (bf16: up to rounding).
@@ -56,7 +57,7 @@ def test_bench_times_each_history_source_on_the_same_batches_and_reports_them(
     printed = capsys.readouterr().out
     assert "| seed style (encoded every step, padded to 512) |" in printed and "speedup_store_vs_uncached" in printed
     assert "| LLM only (leaf soft prompts; the limit) |" in printed and "limit_ratio" in printed
-    assert "| optimizer (clipping, AdamW step) |" in printed
+    assert "| optimizer (clipping, AdamW step) |" in printed and "| input_encoder backward |" in printed
     results = (tmp_path / "RESULTS.md").read_text()
     assert "## Training step: history sources and the LLM-only limit" in results and "limit_ratio" in results
 
@@ -104,10 +105,12 @@ def test_a_frozen_input_encoder_is_timed_with_its_states_kept_and_a_named_sectio
               "--qformer_heads=4", "--max_item_tokens=32", "--max_history=4"]
     tuned = train_throughput.main([*common, "--results", ""])
     assert tuned["store_fill"]["input_states_kept"] == 0, "an input encoder that trains keeps nothing"
+    assert tuned["variants"]["store"]["median_input_encoder_backward_s"] > 0
     frozen = train_throughput.main([*common, "--tune_layers=0", "--results", str(results),
                                     "--section=train_throughput-limit-tune0"])
     # 2 steps of 2 examples: every input of the timed batches was kept before timing
     assert frozen["store_fill"]["input_states_kept"] == 4
+    assert frozen["variants"]["store"]["median_input_encoder_backward_s"] == 0, "no backward through frozen layers"
     text = results.read_text()
     assert "the full table" in text and "## Training step: history sources and the LLM-only limit, " \
         "train_throughput-limit-tune0" in text
