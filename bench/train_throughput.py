@@ -22,9 +22,10 @@ change in the machine's load hits all alike (and each goes first in turn):
                the model's (no encoder, Q-Former, projection, label head nor optimizer step)
 Medians over `--steps` timed steps after `--warmup` untimed ones. Also timed: the part of
 each step spent in the history encoder, which is all that differs between store, uncached
-and seed_style, and in the forward and backward passes of the trained modules and the
-optimizer, which are what the store's step adds to the limit. `limit_ratio` = llm_only step / store step: the share of the store's step
-that no method feeding the LLM Q soft prompts can avoid (1.0 = nothing else costs anything).
+and seed_style, and in the forward and backward passes of the trained modules and in the
+optimizer, which are what the store's step adds to the limit. `limit_ratio` = llm_only
+step / store step: the share of the store's step that no method feeding the LLM Q soft
+prompts can avoid (1.0 = nothing else costs anything).
 `--key=value` settings and `--config FILE` are train.py's (e.g. --llm_dtype=float32 for a
 CPU without bf16, --batch_size=4, --mixed_precision=bf16, --encoder=<folder>).
 Prints a table, writes saved/bench/train_throughput.json and its section of RESULTS.md
