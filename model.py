@@ -162,7 +162,8 @@ class BehavioralEncoder(nn.Module):
 
 
 class InputEncoder(nn.Module):
-    """Encodes the current query; only its top `tune_layers` blocks (and a final norm) train.
+    """Encodes the current query; only its top `tune_layers` blocks (and a final norm) train,
+    with the checkpoint's dropout or `dropout` (>= 0) in place of it.
 
     Returns token-level states so the Q-Former's cross-attention has real keys to choose
     from; `output="pooled"` gives a single vector (a softmax over one key is
@@ -175,8 +176,12 @@ class InputEncoder(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, tokenizer, tune_layers: int, max_length: int,
-                 pooling: Pooling = "mean", output: InputOutput = "tokens", cache_mb: float = 0):
+                 pooling: Pooling = "mean", output: InputOutput = "tokens", cache_mb: float = 0, dropout: float = -1):
         super().__init__()
+        if dropout >= 0:  # BERT-style encoders read every dropout probability, attention's too, from an nn.Dropout
+            for module in backbone.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = dropout
         check_choice("input_output", output, InputOutput)
         self.backbone = freeze(backbone)
         self.tokenizer = tokenizer

@@ -60,6 +60,14 @@ def test_input_encoder_tokens_and_pooled_and_trainable_layers():
     assert pooled.shape == (3, 1, 32) and pooled_mask.all()
 
 
+def test_input_dropout_replaces_every_dropout_of_the_trained_layers_attention_included():
+    default = InputEncoder(*tiny_bert(layers=4), tune_layers=2, max_length=64).train()
+    assert not torch.equal(default(INPUTS)[0], default(INPUTS)[0])  # the checkpoint's dropout draws masks
+    off = InputEncoder(*tiny_bert(layers=4), tune_layers=2, max_length=64, dropout=0).train()
+    assert {m.p for m in off.backbone.modules() if isinstance(m, torch.nn.Dropout)} == {0.0}
+    assert torch.equal(off(INPUTS)[0], off(INPUTS)[0])
+
+
 def test_frozen_input_encoder_encodes_each_text_once_within_its_cache_and_tuned_never_caches():
     bert, tok = tiny_bert(layers=4)
     uncached = InputEncoder(bert, tok, tune_layers=0, max_length=64)

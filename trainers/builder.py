@@ -50,13 +50,15 @@ def encoder_token_limit(backbone, tokenizer) -> int:
     return min(limit for limit in limits if limit and limit < 1_000_000)
 
 
-def build_input_encoder(cfg, output: str, tune_layers: int | None = None) -> InputEncoder:
-    """A trainable copy of the encoder (its top `tune_layers` blocks train; default cfg.tune_layers)."""
+def build_input_encoder(cfg, output: str, tune_layers: int | None = None, dropout: float = -1) -> InputEncoder:
+    """A trainable copy of the encoder (its top `tune_layers` blocks train; default cfg.tune_layers),
+    with its dropouts at `dropout` (-1 = the checkpoint's own)."""
     # It starts from the history encoder's weights but trains its top layers, so it is a copy.
     backbone, tokenizer = model_registry.load_encoder(cfg.encoder, cfg.resolved_cache_dir())
     pooling = cfg.pooling or model_registry.default_pooling(cfg.encoder)
     layers = cfg.tune_layers if tune_layers is None else tune_layers
-    return InputEncoder(backbone, tokenizer, layers, cfg.max_query_tokens, pooling, output, cfg.input_cache_mb)
+    return InputEncoder(backbone, tokenizer, layers, cfg.max_query_tokens, pooling, output, cfg.input_cache_mb,
+                        dropout)
 
 
 def build_llm(cfg) -> FrozenLLM:
@@ -97,7 +99,7 @@ def build_pplug(cfg) -> pplug.PPlug:
 def build_twin(cfg, aggregator: str = "qformer") -> BehavioralTwin:
     """Behavioral Twin; aggregator="mean" is the `mean` ablation."""
     llm, behavioral = build_llm(cfg), build_history_encoder(cfg)
-    input_encoder = build_input_encoder(cfg, cfg.input_output)
+    input_encoder = build_input_encoder(cfg, cfg.input_output, dropout=cfg.input_dropout)
     hidden = behavioral.hidden_size
     if hidden % cfg.qformer_heads:
         raise ValueError(f"qformer_heads: {cfg.qformer_heads} does not divide the encoder width {hidden}")

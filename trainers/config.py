@@ -201,6 +201,10 @@ class TrainConfig:
     interests (see model.QFormer); 'random' is BLIP-2's init."""
     tune_layers: int = 4
     """Top layers of the input encoder that train (0 = frozen input encoder)."""
+    input_dropout: float = -1
+    """Dropout probability of every dropout in Twin's input encoder while its top layers train
+    (hidden states and attention weights alike); -1 = the checkpoint's own (0.1 for BERT-style
+    encoders). 0 also lets the CPU attention take its fused kernel."""
     input_cache_mb: float = 1024
     """With a frozen input encoder (tune_layers=0): MiB of token states it keeps per process (on its
     device), so that a question seen before is not encoded again (model.InputEncoder); 0 = off."""
@@ -460,6 +464,8 @@ def find_problems(cfg: TrainConfig) -> list[str]:
         need(getattr(cfg, name) >= 0, f"{name}: must be >= 0, got {getattr(cfg, name)}")
     need(cfg.lr > 0, f"lr: must be > 0, got {cfg.lr}")
     need(0 <= cfg.warmup_ratio < 1, f"warmup_ratio: must be in [0, 1), got {cfg.warmup_ratio}")
+    need(cfg.input_dropout == -1 or 0 <= cfg.input_dropout < 1,
+         f"input_dropout: must be -1 (the checkpoint's own) or in [0, 1), got {cfg.input_dropout}")
     need(0 <= cfg.qformer_dropout < 1, f"qformer_dropout: must be in [0, 1), got {cfg.qformer_dropout}")
     need(cfg.memory_top_n >= 0, f"memory_top_n: must be >= 0, got {cfg.memory_top_n}")
     need(cfg.word_prompts <= cfg.num_queries,
