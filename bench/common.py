@@ -19,6 +19,7 @@ import torch
 
 from dataset.atomic import atomic_write_text
 from trainers import config as config_lib
+from trainers.distributed import bf16_matrix_unit, read_cpuinfo
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -47,27 +48,10 @@ def each_first_in_turn(names: list[str], turn: int) -> list[str]:
     return names[k:] + names[:k]
 
 
-BF16_MATRIX_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags, the faster first
-
-
-def bf16_matrix_unit(cpuinfo: str) -> str | None:
-    """The first of BF16_MATRIX_FLAGS that /proc/cpuinfo's text lists, or None. It sets how
-    fast the bfloat16 LLM runs beside the float32 modules, so it moves every ratio against
-    the LLM; a virtual machine's CPU name ("Intel(R) Xeon(R) Processor") does not tell."""
-    flags = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-    return next((flag for flag in BF16_MATRIX_FLAGS if flag in flags), None)
-
-
 def machine_info(device: torch.device) -> dict:
-    cpu, unit = platform.processor() or platform.machine(), None
-    if Path("/proc/cpuinfo").exists():
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-        unit = bf16_matrix_unit(cpuinfo)
+    cpu, cpuinfo = platform.processor() or platform.machine(), read_cpuinfo()
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
+    cpu, unit = names[0] if names else cpu, bf16_matrix_unit(cpuinfo)
     return {"cpu": cpu, "cpu_bf16_unit": unit, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "torch": torch.__version__, "python": platform.python_version()}

@@ -30,9 +30,11 @@ def test_command_line_parsing_and_types():
 def test_every_problem_is_reported_at_once():
     with pytest.raises(config_lib.ConfigError) as info:
         config_lib.resolve_config(None, None, {"lr": "fast", "num_queries": "0", "mode": "train", "bogus": "1",
-                                               "warmup_ratio": "2", "controls": "maybe", "llm_attention": "flash"})
+                                               "warmup_ratio": "2", "controls": "maybe", "llm_attention": "flash",
+                                               "input_dropout": "1"})
     message = str(info.value)
-    for fragment in ("lr", "num_queries", "mode", "'bogus'", "warmup_ratio", "controls", "llm_attention"):
+    for fragment in ("lr", "num_queries", "mode", "'bogus'", "warmup_ratio", "controls", "llm_attention",
+                     "input_dropout: must be -1"):
         assert fragment in message, fragment
 
 

@@ -15,11 +15,25 @@ import yaml
 from safetensors.torch import load_file
 
 from trainers import config as config_lib
+from trainers.distributed import emulated_bf16_warning
 import train
 from dataset.lamp import load_split
 from tiny_models import CHILD_ENV, CHILD_TIMEOUT, ROOT, free_port, script_args
 
 TRAIN_EXAMPLES, DEV_EXAMPLES = 16, 7  # 7 does not divide into 2 ranks x eval batch 2: the last batch is padded
+
+
+def test_bfloat16_on_a_cpu_without_a_bf16_matrix_unit_is_warned_about_by_setting():
+    cpuinfo = "processor\t: 0\nflags\t\t: fpu sse2 avx2{}\n"
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    warning = emulated_bf16_warning("bfloat16", "bf16", cpu, cpuinfo.format(""))
+    assert "llm_dtype=bfloat16 and mixed_precision=bf16" in warning
+    assert warning.endswith("pass --llm_dtype=float32 --mixed_precision=no")
+    assert emulated_bf16_warning("bfloat16", "no", cpu, cpuinfo.format("")).endswith("pass --llm_dtype=float32")
+    assert emulated_bf16_warning("bfloat16", "bf16", cpu, cpuinfo.format(" amx_bf16")) is None
+    assert emulated_bf16_warning("float32", "no", cpu, cpuinfo.format("")) is None
+    assert emulated_bf16_warning("bfloat16", "bf16", gpu, cpuinfo.format("")) is None
+    assert emulated_bf16_warning("bfloat16", "bf16", cpu, "") is None  # no /proc/cpuinfo: nothing known
 
 
 def run_child(args: list, log: Path, env: dict) -> None:

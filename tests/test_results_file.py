@@ -1,6 +1,7 @@
 """RESULTS.md is written by the scripts: each owns one section, replaced whole on rerun."""
 
-from bench.common import RESULTS, bf16_matrix_unit, write_results_section
+from bench.common import RESULTS, write_results_section
+from trainers.distributed import bf16_matrix_unit
 
 
 def test_a_rerun_replaces_only_its_own_section(tmp_path):

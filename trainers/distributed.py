@@ -1,4 +1,5 @@
-"""How a run is distributed, and the training state a DeepSpeed engine keeps sharded.
+"""How a run is distributed, whether its CPU runs bfloat16 natively, and the training state
+a DeepSpeed engine keeps sharded.
 
 Without DeepSpeed every rank holds the full trainable weights and AdamW state, so a
 checkpoint reads them from any rank. Under ZeRO they live in the engine: ZeRO-2 keeps the
@@ -16,12 +17,45 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, GradientAccumulationPlugin, InitProcessGroupKwargs
 
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
+BF16_MATRIX_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags, the faster first
+
+
+def read_cpuinfo() -> str:
+    """/proc/cpuinfo's text; "" where there is none (not Linux)."""
+    path = Path("/proc/cpuinfo")
+    return path.read_text() if path.exists() else ""
+
+
+def bf16_matrix_unit(cpuinfo: str) -> str | None:
+    """The first of BF16_MATRIX_FLAGS that /proc/cpuinfo's text lists, or None. It sets how
+    fast a bfloat16 LLM runs on the CPU beside the float32 modules; a virtual machine's CPU
+    name ("Intel(R) Xeon(R) Processor") does not tell."""
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    return next((flag for flag in BF16_MATRIX_FLAGS if flag in flags), None)
+
+
+def emulated_bf16_warning(llm_dtype: str, mixed_precision: str, device: torch.device, cpuinfo: str) -> str | None:
+    """A warning when bfloat16 would run on a Linux CPU without a bf16 matrix unit: PyTorch
+    then emulates it, and the step takes many times as long as in float32."""
+    fixes = {}  # the setting that asks for bfloat16 -> the one to pass instead
+    if llm_dtype == "bfloat16":
+        fixes["llm_dtype=bfloat16"] = "--llm_dtype=float32"
+    if mixed_precision == "bf16":
+        fixes["mixed_precision=bf16"] = "--mixed_precision=no"
+    if device.type != "cpu" or not fixes or not cpuinfo or bf16_matrix_unit(cpuinfo):
+        return None
+    return (f"warning: {' and '.join(fixes)} on a CPU whose flags list none of {', '.join(BF16_MATRIX_FLAGS)}: "
+            f"bfloat16 runs emulated there, many times slower than float32; pass {' '.join(fixes.values())}")
 
 
 def make_accelerator(mixed_precision: str, grad_accum: int = 1) -> Accelerator:

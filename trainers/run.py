@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -100,6 +101,10 @@ def run(cfg) -> dict:
     setup = distributed.describe(accelerator)
     if main:
         print(distributed.summary(setup), flush=True)
+        warning = distributed.emulated_bf16_warning(cfg.llm_dtype, accelerator.mixed_precision, accelerator.device,
+                                                    distributed.read_cpuinfo())
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         (run_dir / "predictions").mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", json.loads(config_lib.to_json(cfg)))
         write_json(run_dir / "distributed.json", setup)
