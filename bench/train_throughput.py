@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     machine = report["machine"]
     setting = (f"{cfg.encoder} + {cfg.llm}, {cfg.tasks[0]} ({cfg.data_dir}), batch {n}, LLM in {cfg.llm_dtype}, "
-               f"mixed precision {cfg.mixed_precision}, on "
+               f"mixed precision {cfg.mixed_precision or 'no'}, on "
                f"{machine['gpu'] or machine['cpu']} ({machine['torch_threads']} threads, torch {machine['torch']}); "
                f"medians of {args.steps} steps after {args.warmup} warm-up, same batches, interleaved")
     nan = float("nan")
