@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from dataset.collate import LaMPDataset, collate
 from dataset.embedded.lamp3 import generate_embedded_lamp3, latest_rating
+from dataset.history_store import HistoryStore
 from dataset.lamp import load_split
 from dataset.numeric import NUM_FEATURES, item_features, normalize, years_since_2000
 from dataset.tasks import get_task
@@ -69,19 +70,20 @@ def test_other_history_control_moves_the_numbers_and_item_answers_with_the_texts
     assert batch.history_outputs[0] == [str(p["score"]) for p in examples[0].profile]
 
 
-def probe_accuracy(ratings_dir, numeric: bool, steps: int = 160, seed: int = 0) -> float:
+def probe_accuracy(ratings_dir, store_dir, numeric: bool, steps: int = 160, seed: int = 0) -> float:
     """Train the Q-Former (numeric path on or off) with a linear head on the rating; dev accuracy.
 
     The real data path (LaMPDataset -> collate -> BehavioralTwin.summarize) on tiny models.
     The encoders are frozen random tiny BERTs, so the texts carry no rating the head could
-    learn quickly, and the test is about the dates alone. 160 steps of 32 = about 11 epochs.
+    learn quickly, and the test is about the dates alone. 160 steps of 32 = about 11 epochs;
+    the history store and the input cache encode each text once, as training does.
     """
     history_bert, tok = tiny_bert(seed=1)
     input_bert, input_tok = tiny_bert(seed=1)
     llm, llm_tok = tiny_llama()
     torch.manual_seed(seed)
-    twin = BehavioralTwin(BehavioralEncoder(history_bert, tok, "mean", 64),
-                          InputEncoder(input_bert, input_tok, tune_layers=0, max_length=64),
+    twin = BehavioralTwin(BehavioralEncoder(history_bert, tok, "mean", 64, HistoryStore(store_dir)),
+                          InputEncoder(input_bert, input_tok, tune_layers=0, max_length=64, cache_mb=16),
                           QFormer(32, num_queries=2, num_layers=1, heads=4, dropout=0.0,
                                   item_features=NUM_FEATURES if numeric else 0),
                           FrozenLLM(llm, llm_tok, "decoder", "Rate."), numeric=numeric)
@@ -122,8 +124,9 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_numeric_signals_beat_the_model_without_them(ratings_dir, one_thread):
-    with_signals, without = probe_accuracy(ratings_dir, numeric=True), probe_accuracy(ratings_dir, numeric=False)
+def test_numeric_signals_beat_the_model_without_them(ratings_dir, one_thread, tmp_path):
+    with_signals = probe_accuracy(ratings_dir, tmp_path / "with", numeric=True)
+    without = probe_accuracy(ratings_dir, tmp_path / "without", numeric=False)
     # Without the dates at most half the answers can be right (the bag of ratings gives two
     # candidates); with them the rule is exact.
     assert with_signals >= 0.85, (with_signals, without)
