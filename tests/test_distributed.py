@@ -25,15 +25,19 @@ TRAIN_EXAMPLES, DEV_EXAMPLES = 16, 7  # 7 does not divide into 2 ranks x eval ba
 
 def test_bfloat16_on_a_cpu_without_a_bf16_matrix_unit_is_warned_about_by_setting():
     cpuinfo = "processor\t: 0\nflags\t\t: fpu sse2 avx2{}\n"
-    cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    warning = emulated_bf16_warning("bfloat16", "bf16", cpu, cpuinfo.format(""))
-    assert "llm_dtype=bfloat16 and mixed_precision=bf16" in warning
+    plain = cpuinfo.format("")
+    cpu = lambda precision, kind="NO": {"type": kind, "device": "cpu", "mixed_precision": precision}  # noqa: E731
+    warning = emulated_bf16_warning("bfloat16", cpu("bf16"), plain)
+    assert "llm_dtype=bfloat16 and mixed precision bf16" in warning
     assert warning.endswith("pass --llm_dtype=float32 --mixed_precision=no")
-    assert emulated_bf16_warning("bfloat16", "no", cpu, cpuinfo.format("")).endswith("pass --llm_dtype=float32")
-    assert emulated_bf16_warning("bfloat16", "bf16", cpu, cpuinfo.format(" amx_bf16")) is None
-    assert emulated_bf16_warning("float32", "no", cpu, cpuinfo.format("")) is None
-    assert emulated_bf16_warning("bfloat16", "bf16", gpu, cpuinfo.format("")) is None
-    assert emulated_bf16_warning("bfloat16", "bf16", cpu, "") is None  # no /proc/cpuinfo: nothing known
+    assert emulated_bf16_warning("bfloat16", cpu("no"), plain).endswith("pass --llm_dtype=float32")
+    # DeepSpeed's autocast, as describe() reads it from the DeepSpeed config.
+    assert emulated_bf16_warning("float32", cpu("bf16 autocast", "DEEPSPEED"), plain).endswith(
+        "pass a DeepSpeed config without bf16")
+    assert emulated_bf16_warning("bfloat16", cpu("bf16"), cpuinfo.format(" amx_bf16")) is None
+    assert emulated_bf16_warning("float32", cpu("no"), plain) is None
+    assert emulated_bf16_warning("bfloat16", {**cpu("bf16"), "device": "cuda"}, plain) is None
+    assert emulated_bf16_warning("bfloat16", cpu("bf16"), "") is None  # no /proc/cpuinfo: nothing known
 
 
 def run_child(args: list, log: Path, env: dict) -> None:

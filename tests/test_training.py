@@ -15,6 +15,7 @@ from dataset.embedded.lamp1 import generate_embedded_lamp1
 from dataset.embedded.lamp7 import generate_embedded_lamp7
 from tiny_models import fit_until_saved, make_trainer, run_script, trained_weights
 from trainers import checkpoint as ckpt
+from trainers import distributed
 from trainers.builder import data_root
 from trainers.trainer import TrainingDivergedError
 
@@ -102,6 +103,18 @@ def test_whole_script_trains_writes_results_and_evaluates_a_checkpoint(tmp_path,
     assert run_script(tmp_path, tiny_model_dirs, lamp_dir, "--run_name=again", "--mode=eval_only",
                       f"--resume_from={run}", "--controls=false") == 0
     assert json.loads((tmp_path / "again" / "metrics.json").read_text()) == metrics
+
+
+def test_the_run_warns_once_when_its_bfloat16_llm_would_be_emulated_on_the_cpu(tmp_path, tiny_model_dirs, lamp_dir,
+                                                                              capsys, monkeypatch):
+    monkeypatch.setattr(distributed, "read_cpuinfo", lambda: "processor\t: 0\nflags\t\t: fpu avx2\n")
+    assert run_script(tmp_path, tiny_model_dirs, lamp_dir, "--run_name=emulated", "--llm_dtype=bfloat16",
+                      "--controls=false") == 0
+    assert capsys.readouterr().err.count("warning: llm_dtype=bfloat16 on a CPU whose flags list none of") == 1
+    monkeypatch.setattr(distributed, "read_cpuinfo", lambda: "processor\t: 0\nflags\t\t: fpu avx2 amx_bf16\n")
+    assert run_script(tmp_path, tiny_model_dirs, lamp_dir, "--run_name=native", "--llm_dtype=bfloat16",
+                      "--controls=false") == 0
+    assert "runs emulated" not in capsys.readouterr().err
 
 
 def test_whole_script_reports_user_errors_without_traceback(tmp_path, tiny_model_dirs, lamp_dir, capsys):

@@ -44,15 +44,18 @@ def bf16_matrix_unit(cpuinfo: str) -> str | None:
     return next((flag for flag in BF16_MATRIX_FLAGS if flag in flags), None)
 
 
-def emulated_bf16_warning(llm_dtype: str, mixed_precision: str, device: torch.device, cpuinfo: str) -> str | None:
+def emulated_bf16_warning(llm_dtype: str, setup: dict, cpuinfo: str) -> str | None:
     """A warning when bfloat16 would run on a Linux CPU without a bf16 matrix unit: PyTorch
-    then emulates it, and the step takes many times as long as in float32."""
+    then emulates it, and the step takes many times as long as in float32. `setup` is
+    describe()'s, whose mixed_precision is DeepSpeed's own under DeepSpeed."""
     fixes = {}  # the setting that asks for bfloat16 -> the one to pass instead
     if llm_dtype == "bfloat16":
         fixes["llm_dtype=bfloat16"] = "--llm_dtype=float32"
-    if mixed_precision == "bf16":
-        fixes["mixed_precision=bf16"] = "--mixed_precision=no"
-    if device.type != "cpu" or not fixes or not cpuinfo or bf16_matrix_unit(cpuinfo):
+    if setup["mixed_precision"].startswith("bf16"):
+        deepspeed = setup["type"] == DistributedType.DEEPSPEED.value  # its precision is in its config file
+        fixes[f"mixed precision {setup['mixed_precision']}"] = ("a DeepSpeed config without bf16" if deepspeed
+                                                                 else "--mixed_precision=no")
+    if setup["device"] != "cpu" or not fixes or not cpuinfo or bf16_matrix_unit(cpuinfo):
         return None
     return (f"warning: {' and '.join(fixes)} on a CPU whose flags list none of {', '.join(BF16_MATRIX_FLAGS)}: "
             f"bfloat16 runs emulated there, many times slower than float32; pass {' '.join(fixes.values())}")

@@ -101,8 +101,7 @@ def run(cfg) -> dict:
     setup = distributed.describe(accelerator)
     if main:
         print(distributed.summary(setup), flush=True)
-        warning = distributed.emulated_bf16_warning(cfg.llm_dtype, accelerator.mixed_precision, accelerator.device,
-                                                    distributed.read_cpuinfo())
+        warning = distributed.emulated_bf16_warning(cfg.llm_dtype, setup, distributed.read_cpuinfo())
         if warning:
             print(warning, file=sys.stderr, flush=True)
         (run_dir / "predictions").mkdir(parents=True, exist_ok=True)
